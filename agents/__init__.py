@@ -1,0 +1,1 @@
+"""Agents: policies, multi-turn rollouts, trainers, baselines and the `zerosearch` command line."""

@@ -1,0 +1,1 @@
+"""Noise curricula: training step -> probability that a search returns noisy documents."""

@@ -1,0 +1,129 @@
+"""Answer scoring: SQuAD-style normalisation, exact match, token F1, format and calibration rewards.
+
+Scores are the max over gold aliases. A hedged answer that lists several candidates ("A or B or
+C") and an answer far longer than every gold alias score zero: an agent must commit to one answer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+import unicodedata
+from collections import Counter
+from typing import Iterable, Sequence
+
+_PUNCT = set(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014"}
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+# Separators that make an answer a list of candidates, unless the gold itself contains them.
+_HEDGE_SEPARATORS = (" or ", " and/or ", "/", ";", ",", "|", " vs ", " either ")
+
+DEFAULT_MAX_LENGTH_RATIO = 3.0
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, drop punctuation and the articles a/an/the, fold white space."""
+    text = unicodedata.normalize("NFKC", str(text)).lower()
+    text = "".join(ch for ch in text if ch not in _PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def _as_list(golds: str | Iterable[str]) -> list[str]:
+    return [golds] if isinstance(golds, str) else [g for g in golds if isinstance(g, str)]
+
+
+def is_hedge(prediction: str, golds: str | Sequence[str]) -> bool:
+    """True when the prediction lists several candidates with a separator no gold alias uses."""
+    pred = " " + unicodedata.normalize("NFKC", str(prediction)).lower() + " "
+    gold_text = " ".join(" " + g.lower() + " " for g in _as_list(golds))
+    for sep in _HEDGE_SEPARATORS:
+        if sep in pred and sep not in gold_text:
+            pieces = [p for p in pred.split(sep) if normalize_answer(p)]
+            if len(pieces) >= 2 or sep == " either ":
+                return True
+    return False
+
+
+def _too_long(pred_tokens: list[str], golds: list[str], max_length_ratio: float | None) -> bool:
+    if max_length_ratio is None:
+        return False
+    longest = max((len(normalize_answer(g).split()) for g in golds), default=0)
+    return len(pred_tokens) > max(max_length_ratio * longest, longest + 2)
+
+
+def exact_match(prediction: str | None, golds: str | Sequence[str],
+                max_length_ratio: float | None = DEFAULT_MAX_LENGTH_RATIO) -> float:
+    """1.0 when the normalised prediction equals a normalised gold alias, else 0.0."""
+    golds = _as_list(golds)
+    if prediction is None or not golds or is_hedge(prediction, golds):
+        return 0.0
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(g) for g in golds) and bool(pred))
+
+
+def f1_score(prediction: str | None, golds: str | Sequence[str],
+             max_length_ratio: float | None = DEFAULT_MAX_LENGTH_RATIO) -> float:
+    """Token-level F1 against the best gold alias; 0 for hedges and over-long answers."""
+    golds = _as_list(golds)
+    if prediction is None or not golds or is_hedge(prediction, golds):
+        return 0.0
+    pred_tokens = normalize_answer(prediction).split()
+    if not pred_tokens or _too_long(pred_tokens, golds, max_length_ratio):
+        return 0.0
+    best = 0.0
+    for g in golds:
+        gold_tokens = normalize_answer(g).split()
+        common = Counter(pred_tokens) & Counter(gold_tokens)
+        same = sum(common.values())
+        if same == 0:
+            continue
+        precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+        best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+_WELL_FORMED = re.compile(
+    r"^\s*(<think>.*?</think>\s*)?(<search>[^<>]+</search>|<answer>[^<>]+</answer>)\s*$", re.DOTALL
+)
+
+
+def format_reward(agent_turns: Sequence[str]) -> float:
+    """1.0 when every agent turn is one well-formed action (optional <think> then one tag) and the
+    last turn answers; 0.0 otherwise. Takes the agent's own turns, never environment text."""
+    if not agent_turns:
+        return 0.0
+    for t in agent_turns:
+        t = re.sub(r"\s*<confidence>[^<>]*</confidence>\s*$", "", t)
+        if not _WELL_FORMED.match(t):
+            return 0.0
+    return float("<answer>" in agent_turns[-1])
+
+
+def parse_confidence(text: str | None) -> float | None:
+    """A confidence in [0, 1] from '0.7', '70%' or ' .7 '; None when absent or unparseable."""
+    if text is None:
+        return None
+    t = text.strip().rstrip("%").strip()
+    try:
+        q = float(t)
+    except ValueError:
+        return None
+    if text.strip().endswith("%"):
+        q /= 100.0
+    if not math.isfinite(q) or q < 0.0 or q > 1.0:
+        return None
+    return q
+
+
+def brier_reward(correct: float | bool, confidence: float | str | None) -> float:
+    """RLCR's calibration reward `correct - (confidence - correct) ** 2`.
+
+    A missing or unparseable confidence is scored as the worst confident claim (the confidence
+    opposite to the outcome), so omitting it can never beat stating it: `correct - 1`.
+    """
+    c = float(correct)
+    q = parse_confidence(confidence) if isinstance(confidence, str) or confidence is None else float(confidence)
+    if q is None or not math.isfinite(q) or not 0.0 <= q <= 1.0:
+        return c - 1.0
+    return c - (q - c) ** 2
