@@ -102,7 +102,10 @@ class SearchEnv(gym.Env[str, str]):
         super().reset(seed=seed if seed is not None else (self.config.seed if self._resets == 0 else None))
         options = options or {}
         task = self._choose_task(options)
-        episode_id = str(options.get("episode_id", f"{task.id}#{self._resets}"))
+        # Drawn from the seeded generator: the same seed gives the same episode id (and so the same
+        # simulator draws), different episodes of one env get different ids.
+        nonce = int(self.np_random.integers(1 << 31))
+        episode_id = str(options.get("episode_id", f"{task.id}#{nonce:08x}"))
         self._resets += 1
         self._episode = _Episode(task=task, episode_id=episode_id)
         prompt = build_prompt(task.question, calibration=self.config.calibration)
