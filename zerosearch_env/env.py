@@ -108,7 +108,8 @@ class SearchEnv(gym.Env[str, str]):
         episode_id = str(options.get("episode_id", f"{task.id}#{nonce:08x}"))
         self._resets += 1
         self._episode = _Episode(task=task, episode_id=episode_id)
-        prompt = build_prompt(task.question, calibration=self.config.calibration)
+        room = self.config.max_obs_chars - len(build_prompt("", calibration=self.config.calibration))
+        prompt = build_prompt(task.question, calibration=self.config.calibration, max_question_chars=max(16, room))
         prompt = prompt[: self.config.max_obs_chars]
         self._transcript = [prompt]
         return prompt, {"task_id": task.id, "episode_id": episode_id, "question": task.question,

@@ -17,8 +17,7 @@ ActionKind = Literal["search", "answer", "invalid"]
 
 STOP_STRINGS = ("</search>", "</answer>")
 
-_FIRST_ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
-_CONFIDENCE = re.compile(r"^\s*<confidence>(.*?)</confidence>", re.DOTALL)
+_CONFIDENCE = re.compile(r"\s*<confidence>([^<]{0,64})</confidence>")
 # Tags the agent may not write itself: the environment owns <information>.
 _ANY_TAG = re.compile(r"</?\s*(search|answer|think|information|confidence)\s*>", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -42,45 +41,84 @@ def cut_turn(text: str) -> str:
     return text if best < 0 else text[:best]
 
 
+def _first_action_span(turn: str) -> tuple[str, int, int] | None:
+    """(kind, content start, content end) of the first complete action tag, in linear time.
+
+    The earliest closing tag ends the turn; its content starts after the first matching opening tag
+    before it. (A regex with a lazy `.*?` is quadratic on hostile text with many unclosed tags.)
+    """
+    close, kind = -1, ""
+    for k in ("search", "answer"):
+        i = turn.find(f"</{k}>")
+        if i >= 0 and (close < 0 or i < close):
+            close, kind = i, k
+    if close < 0:
+        return None
+    opening = turn.find(f"<{kind}>", 0, close)
+    if opening < 0:
+        return None
+    return kind, opening + len(kind) + 2, close
+
+
 def parse_action(turn: str, max_query_chars: int = 512, max_answer_chars: int = 1024) -> Action:
     """Read the first complete <search> or <answer> of a turn. Never raises."""
     if not isinstance(turn, str):
         return Action("invalid", reason="the turn is not text")
-    m = _FIRST_ACTION.search(turn)
-    if m is None:
+    span = _first_action_span(turn)
+    if span is None:
         if "<search>" in turn or "<answer>" in turn:
             return Action("invalid", reason="a <search> or <answer> tag was opened but not closed")
+        if "</search>" in turn or "</answer>" in turn:
+            return Action("invalid", reason="a closing tag has no opening tag before it")
         return Action("invalid", reason="no <search>...</search> or <answer>...</answer> in the turn")
-    kind, content = m.group(1), m.group(2)
+    kind, start, end = span
+    limit = max_query_chars if kind == "search" else max_answer_chars
+    if end - start > 4 * limit + 64:  # cheap early reject before scanning a huge span
+        return Action("invalid", reason=f"the <{kind}> content is longer than {limit} characters")
+    content = turn[start:end]
     if _ANY_TAG.search(content):
         return Action("invalid", reason=f"the <{kind}> content holds another protocol tag")
     content = " ".join(_CONTROL.sub(" ", content).split())
     if not content:
         return Action("invalid", reason=f"the <{kind}> tag is empty")
+    if len(content) > limit:
+        what = "query" if kind == "search" else "answer"
+        return Action("invalid", reason=f"the {what} is longer than {limit} characters")
     if kind == "search":
-        if len(content) > max_query_chars:
-            return Action("invalid", reason=f"the query is longer than {max_query_chars} characters")
         return Action("search", content)
-    if len(content) > max_answer_chars:
-        return Action("invalid", reason=f"the answer is longer than {max_answer_chars} characters")
-    conf = _CONFIDENCE.match(turn[m.end():])
+    conf = _CONFIDENCE.match(turn, end + len("</answer>"))
     return Action("answer", content, confidence_text=conf.group(1) if conf else None)
 
 
 def extract_answer(text: str) -> str | None:
-    """The content of the agent's LAST <answer>...</answer> in `text`, or None.
+    """The content of the agent's LAST complete <answer>...</answer> in `text`, or None.
 
     Only call this on the agent's own tokens: documents in <information> are not the agent's.
     """
-    found = None
-    for m in re.finditer(r"<answer>(.*?)</answer>", text, re.DOTALL):
-        found = m.group(1)
-    return None if found is None else " ".join(found.split())
+    end = text.rfind("</answer>")
+    if end < 0:
+        return None
+    start = text.rfind("<answer>", 0, end)
+    if start < 0:
+        return None
+    return " ".join(text[start + len("<answer>"):end].split())
 
 
 def strip_information(text: str) -> str:
-    """Remove <information>...</information> blocks (environment text) from a transcript."""
-    return re.sub(r"<information>.*?(</information>|$)", " ", text, flags=re.DOTALL)
+    """Remove <information>...</information> blocks (environment text) from a transcript.
+    An unclosed block runs to the end of the text."""
+    out: list[str] = []
+    pos = 0
+    while True:
+        i = text.find("<information>", pos)
+        if i < 0:
+            out.append(text[pos:])
+            return " ".join(out)
+        out.append(text[pos:i])
+        j = text.find("</information>", i)
+        if j < 0:
+            return " ".join(out)
+        pos = j + len("</information>")
 
 
 def sanitize_document_text(text: str) -> str:
