@@ -66,6 +66,11 @@ class SearchBackend(ABC):
         """A string that changes when the backend would answer differently (used by caches)."""
         return self.name
 
+    def cache_key_fields(self, request: SearchRequest) -> tuple:
+        """The request fields a cache (`CachedSearch`) keys on besides `identity()`. Backends whose
+        answer depends on more than the query (the simulator's mode draw) override this."""
+        return (request.query, request.top_k)
+
     def stats(self) -> dict:
         """Counters the env copies into `info` and trainers log (JSON-serialisable)."""
         return {}
