@@ -1,0 +1,196 @@
+"""`zerosearch serve` as a real subprocess on loopback, driven by real HTTP clients.
+
+Clients: plain httpx in the Search-R1 schema, SkyRL-gym's own search tool and search environment
+(installed from PyPI), and a GEM-format client (msgpack body without a Content-Type; GEM itself
+needs reasoning-gym and more to import, so the client is written to its request format).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import msgpack
+import pytest
+
+from zerosearch_env.server import BackgroundServer, ServerLimits, create_app, free_port
+from tests.serve_backend import KeywordSearch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start_serve(*extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("ZEROSEARCH_API_KEY", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "serve", "--backend", "tests.serve_backend:KeywordSearch",
+         "--port", str(port), *extra],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited early:\n{proc.stdout.read()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("serve did not come up")
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, url = _start_serve("--batch-window-ms", "25", "--max-batch", "64", "-o", "delay_s=0.02",
+                             "--max-body-bytes", "20000", "--max-queries", "32")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_search_r1_schema(server):
+    body = {"queries": ["capital of Ostrand", "who founded Kallen Labs"], "topk": 2, "return_scores": True}
+    r = httpx.post(server + "/retrieve", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert len(result) == 2 and all(len(lst) == 2 for lst in result)
+    first = result[0][0]
+    assert set(first) == {"document", "score"} and isinstance(first["score"], float)
+    assert first["document"]["contents"].startswith('"Velmora"\n') or first["document"]["contents"].startswith('"Ostrand"\n')
+    assert {d["document"]["id"] for d in result[1]} & {"d2", "d3"}
+    # without scores: bare documents, as Search-R1's own server answers
+    r = httpx.post(server + "/retrieve", json={**body, "return_scores": False}, timeout=10)
+    bare = r.json()["result"][0][0]
+    assert "document" not in bare and bare["contents"].count("\n") >= 1 and "id" in bare
+
+
+def test_skyrl_gym_tool_and_env(server):
+    from skyrl_gym.envs.search.env import SearchEnv, SearchEnvConfig
+    from skyrl_gym.tools import SearchToolGroup
+
+    tool = SearchToolGroup(search_url=server + "/retrieve", topk=2, timeout=10, log_requests=False)
+    out = json.loads(tool.search("capital of Ostrand"))["result"]
+    assert out.startswith("Doc 1: ") and "Velmora" in out and "Doc 2: " in out
+
+    env = SearchEnv(SearchEnvConfig(search_url=server + "/retrieve", topk=3, timeout=10),
+                    extras={"reward_spec": {"ground_truth": {"target": ["Brisk Harbour"]}}, "max_turns": 3})
+    env.init([{"role": "user", "content": "Where is Kallen Labs headquartered?"}])
+    step = env.step("<think>look it up</think><search>Kallen Labs headquarters</search>")
+    assert not step["done"]
+    obs = step["observations"][0]["content"]
+    assert "<information>" in obs and "Brisk Harbour" in obs
+    final = env.step("<answer>Brisk Harbour</answer>")
+    assert final["done"] and final["reward"] == 1.0
+
+
+def test_gem_msgpack_client(server):
+    # GEM's SearchTool: requests.post(url, data=msgpack(payload)) with no Content-Type; reads
+    # msgpack(response)["result"] as ONE flat list of {"document": {"contents"}} items.
+    import requests
+
+    payload = {"query": "sister of Idris Kallen", "topk": 3, "return_scores": True}
+    resp = requests.post(server + "/retrieve", data=msgpack.packb(payload), timeout=10)
+    assert resp.status_code == 200 and "msgpack" in resp.headers["content-type"]
+    result = msgpack.unpackb(resp.content)["result"]
+    assert len(result) == 3 and all("document" in item for item in result)
+    titles = [item["document"]["contents"].split("\n")[0] for item in result]
+    assert '"Tamsin Orle"' in titles
+    # a msgpack `queries` list still gets one list per query
+    resp = requests.post(server + "/retrieve", data=msgpack.packb({"queries": ["Velmora", "Ostrand"], "topk": 1}))
+    assert [len(x) for x in msgpack.unpackb(resp.content)["result"]] == [1, 1]
+
+
+def test_concurrent_single_query_clients_are_micro_batched(server):
+    n = 24
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=30) as client:
+            before = (await client.get(server + "/health")).json()["stats"]
+            rs = await asyncio.gather(*[
+                client.post(server + "/retrieve", json={"query": f"Velmora question {i}", "topk": 1})
+                for i in range(n)])
+            after = (await client.get(server + "/health")).json()
+            return before, rs, after
+
+    before, responses, after = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in responses)
+    assert all(len(r.json()["result"]) == 1 and len(r.json()["result"][0]) == 1 for r in responses)
+    calls = after["stats"]["backend_calls"] - before["backend_calls"]
+    assert after["stats"]["requests"] - before["requests"] == n
+    assert 1 <= calls <= n // 3, f"{n} concurrent requests took {calls} backend calls"
+    assert after["backend_stats"]["calls"] == after["stats"]["backend_calls"]
+
+
+def test_set_step_reaches_backend(server):
+    r = httpx.post(server + "/set_step", json={"step": 17}, timeout=10)
+    assert r.status_code == 200 and r.json()["step"] == 17
+    assert httpx.get(server + "/health").json()["backend_stats"]["step"] == 17
+    assert httpx.post(server + "/set_step", json={"step": -1}).status_code == 422
+
+
+@pytest.mark.parametrize("body,headers,status,needle", [
+    (b"{not json", {"content-type": "application/json"}, 400, "not valid JSON"),
+    (b"", {"content-type": "application/json"}, 400, "empty"),
+    (b"\xc1\xc1garbage", {}, 400, "neither JSON nor msgpack"),
+    (json.dumps([1, 2]).encode(), {"content-type": "application/json"}, 422, "object"),
+    (json.dumps({"queries": "one string"}).encode(), {"content-type": "application/json"}, 422, "list of strings"),
+    (json.dumps({"queries": ["ok", 3]}).encode(), {"content-type": "application/json"}, 422, "queries[1]"),
+    (json.dumps({"query": ["x"]}).encode(), {"content-type": "application/json"}, 422, "'query' must be a string"),
+    (json.dumps({"queries": []}).encode(), {"content-type": "application/json"}, 422, "empty"),
+    (json.dumps({"queries": ["x"], "topk": "3"}).encode(), {"content-type": "application/json"}, 422, "topk"),
+    (json.dumps({"queries": ["x"], "topk": 0}).encode(), {"content-type": "application/json"}, 422, "between"),
+    (json.dumps({"queries": ["x"], "return_scores": "yes"}).encode(), {"content-type": "application/json"}, 422, "boolean"),
+    (json.dumps({"topk": 3}).encode(), {"content-type": "application/json"}, 422, "'queries'"),
+    (json.dumps({"queries": ["x"] * 33}).encode(), {"content-type": "application/json"}, 413, "limit"),
+    (json.dumps({"queries": ["x" * 30000]}).encode(), {"content-type": "application/json"}, 413, "limit"),
+])
+def test_bad_requests_get_4xx_with_message(server, body, headers, status, needle):
+    r = httpx.post(server + "/retrieve", content=body, headers=headers, timeout=10)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+    # the server is still healthy afterwards
+    assert httpx.get(server + "/health").status_code == 200
+
+
+def test_api_key_and_busy_limit_in_process():
+    backend = KeywordSearch(delay_s=0.3)
+    app = create_app(backend, api_key="s3cret", batch_window_ms=1, max_batch=1, max_concurrency=2,
+                     limits=ServerLimits())
+    with BackgroundServer(app) as srv:
+        url = srv.url + "/retrieve"
+        assert httpx.post(url, json={"queries": ["Velmora"]}).status_code == 401
+        assert httpx.post(url, json={"queries": ["Velmora"]}, headers={"x-api-key": "wrong"}).status_code == 401
+        ok = httpx.post(url, json={"queries": ["Velmora"]}, headers={"authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert httpx.get(srv.url + "/health").status_code == 200  # health needs no key
+
+        async def flood():
+            async with httpx.AsyncClient(timeout=30, headers={"x-api-key": "s3cret"}) as client:
+                return await asyncio.gather(*[client.post(url, json={"query": f"q{i}"}) for i in range(6)])
+
+        codes = sorted(r.status_code for r in asyncio.run(flood()))
+        assert codes.count(200) >= 2 and 503 in codes and set(codes) <= {200, 503}
+        assert app.state.stats.rejected_busy == codes.count(503)
+
+
+def test_backend_failure_is_a_500_with_message():
+    class Broken(KeywordSearch):
+        def search(self, requests):
+            raise RuntimeError("index is corrupt")
+
+    with BackgroundServer(create_app(Broken())) as srv:
+        r = httpx.post(srv.url + "/retrieve", json={"queries": ["x"]})
+        assert r.status_code == 500 and "index is corrupt" in r.json()["detail"]
+        assert httpx.post(srv.url + "/retrieve", json={"queries": ["y"]}).status_code == 500  # still serving
