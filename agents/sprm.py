@@ -1,0 +1,318 @@
+"""SPRM: a self-supervised process reward model on the policy's own hidden states.
+
+A small head reads the policy's second-to-last layer hidden state at every *step boundary* of a
+trajectory (the last token of each agent turn, and, inside `<think>`, the token that ends a
+paragraph "\\n\\n") and scores the step: `s = sigmoid(head(h))`. It is trained only from the
+trajectory's final correctness:
+
+* every step score is pushed towards the final label with binary cross-entropy;
+* dynamic weighting keeps only the steps whose score already agrees with the label (logit > 0 on
+  a correct trajectory, logit < 0 on a wrong one) so that the head is not forced to blame good
+  early steps of a trajectory that later went wrong (and vice versa);
+* the kept steps are class-balanced: the positive kept steps share the same total weight as the
+  negative kept steps.
+
+The head shares the policy backbone: `scale_grad(h, alpha)` passes the head's gradient back into
+the backbone multiplied by `alpha` (default 1e-4), so the process loss shapes the policy's
+representation only lightly; the head itself gets the full gradient in its own optimizer group
+(`head_param_group`).
+
+The trajectory score is the geometric mean of its step scores. It drives best-of-N selection
+(`select_best`) and, optionally, reward shaping (`shape_rewards`, weight 0 = off).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+DEFAULT_GRAD_SCALE = 1e-4
+HEAD_FILE = "sprm_head.pt"
+
+
+# ----------------------------------------------------------------------------- gradient scaling
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the backward pass multiplies the incoming gradient by `alpha`."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.alpha = float(alpha)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad * ctx.alpha, None
+
+
+def scale_grad(x: torch.Tensor, alpha: float = DEFAULT_GRAD_SCALE) -> torch.Tensor:
+    """`x` unchanged in the forward pass; its gradient is scaled by `alpha` on the way back
+    (alpha = 0 detaches the backbone, alpha = 1 is a plain identity)."""
+    if alpha < 0 or not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    return _ScaleGrad.apply(x, alpha)
+
+
+# ----------------------------------------------------------------------------- the head
+class SPRMHead(nn.Module):
+    """Scores a hidden state: `logit = head(h)` with h of size `hidden_size`.
+
+    `mlp_size > 0` gives a two-layer MLP (LayerNorm -> Linear -> GELU -> Linear); `mlp_size = 0` a
+    single LayerNorm + Linear probe. The head runs in float32 whatever the backbone's dtype.
+    """
+
+    def __init__(self, hidden_size: int, mlp_size: int = 128, dropout: float = 0.0):
+        super().__init__()
+        if hidden_size < 1:
+            raise ValueError("hidden_size must be >= 1")
+        self.hidden_size = int(hidden_size)
+        self.mlp_size = int(mlp_size)
+        self.dropout = float(dropout)
+        self.norm = nn.LayerNorm(hidden_size)
+        if mlp_size > 0:
+            self.net = nn.Sequential(nn.Linear(hidden_size, mlp_size), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(mlp_size, 1))
+        else:
+            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, 1))
+        last = self.net[-1]
+        nn.init.zeros_(last.bias)
+        nn.init.normal_(last.weight, std=0.01)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits of shape h.shape[:-1]."""
+        return self.net(self.norm(h.float())).squeeze(-1)
+
+    def config(self) -> dict:
+        return {"hidden_size": self.hidden_size, "mlp_size": self.mlp_size, "dropout": self.dropout}
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `sprm_head.pt` (config + state dict) into `directory`."""
+        path = Path(directory) / HEAD_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": self.config(), "state_dict": self.state_dict()}, path)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "SPRMHead":
+        path = Path(directory)
+        if path.is_dir():
+            path = path / HEAD_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"no SPRM head at {path} (train with sprm enabled first)")
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        head = cls(**blob["config"])
+        head.load_state_dict(blob["state_dict"])
+        return head
+
+
+def head_param_group(head: SPRMHead, lr: float, weight_decay: float = 0.0) -> dict:
+    """The head's own optimizer parameter group (its learning rate is independent of the policy's)."""
+    return {"params": list(head.parameters()), "lr": lr, "weight_decay": weight_decay, "name": "sprm_head"}
+
+
+# ----------------------------------------------------------------------------- step boundaries
+def _agent_runs(env_mask: Sequence[int]) -> list[tuple[int, int]]:
+    """[start, end) runs of consecutive agent tokens (env_mask == 1)."""
+    runs, start = [], None
+    for i, m in enumerate(env_mask):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            runs.append((start, i))
+            start = None
+    if start is not None:
+        runs.append((start, len(env_mask)))
+    return runs
+
+
+def step_boundaries(completion_ids: Sequence[int], env_mask: Sequence[int], turn_ends: Sequence[int] | None,
+                    tokenizer=None, think_paragraphs: bool = True, paragraph_sep: str = "\n\n",
+                    think_open: str = "<think>", think_close: str = "</think>") -> list[int]:
+    """Sorted token indices (into `completion_ids`) where a step ends.
+
+    * The end of every agent turn: `turn_ends` holds the index of each turn's LAST agent token
+      (None: the last token of every run of agent tokens in `env_mask`).
+    * With `think_paragraphs` (needs `tokenizer`): inside `<think>...</think>` of an agent turn,
+      the token that completes each `paragraph_sep`. Tokens are decoded one by one, so a
+      separator split across two tokens is still found (at the token holding its last character).
+    """
+    n = len(completion_ids)
+    if len(env_mask) != n:
+        raise ValueError(f"env_mask has {len(env_mask)} entries for {n} completion tokens")
+    runs = _agent_runs(env_mask)
+    if turn_ends is None:
+        ends = {e - 1 for _, e in runs}
+    else:
+        ends = set()
+        for t in turn_ends:
+            t = int(t)
+            if not 0 <= t < n:
+                raise ValueError(f"turn end {t} is outside the completion (length {n})")
+            if not env_mask[t]:
+                raise ValueError(f"turn end {t} is an environment token, not an agent token")
+            ends.add(t)
+    if think_paragraphs:
+        if tokenizer is None:
+            raise ValueError("think_paragraphs=True needs the tokenizer")
+        for start, end in runs:
+            ends.update(_paragraph_ends(completion_ids[start:end], start, tokenizer, paragraph_sep,
+                                        think_open, think_close))
+    return sorted(ends)
+
+
+def _paragraph_ends(ids: Sequence[int], offset: int, tokenizer, sep: str, think_open: str,
+                    think_close: str) -> list[int]:
+    pieces = [tokenizer.decode([int(t)]) for t in ids]
+    text = "".join(pieces)
+    # char position (exclusive end) -> token index holding that char
+    owner: list[int] = []
+    for k, p in enumerate(pieces):
+        owner.extend([k] * len(p))
+    found: list[int] = []
+    pos = 0
+    while True:
+        a = text.find(think_open, pos)
+        if a < 0:
+            break
+        body_start = a + len(think_open)
+        b = text.find(think_close, body_start)
+        body_end = b if b >= 0 else len(text)
+        j = text.find(sep, body_start)
+        while 0 <= j and j + len(sep) <= body_end:
+            last_char = j + len(sep) - 1
+            # a separator right before </think> ends the same step as </think>'s turn: keep it anyway,
+            # the turn end is a different token.
+            found.append(offset + owner[last_char])
+            j = text.find(sep, j + len(sep))
+        if b < 0:
+            break
+        pos = b + len(think_close)
+    return found
+
+
+def gather_step_states(hidden: torch.Tensor, positions: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick hidden states at step positions.
+
+    `hidden` is [B, T, H] (e.g. `outputs.hidden_states[-2]`), `positions[b]` the sequence
+    positions (in that tensor's coordinates) of row b's steps. Returns (states [S, H],
+    step_traj_index [S]) with rows in order.
+    """
+    rows, cols = [], []
+    for b, pos in enumerate(positions):
+        for p in pos:
+            p = int(p)
+            if not 0 <= p < hidden.shape[1]:
+                raise ValueError(f"step position {p} outside sequence length {hidden.shape[1]}")
+            rows.append(b)
+            cols.append(p)
+    idx_b = torch.tensor(rows, dtype=torch.long, device=hidden.device)
+    idx_t = torch.tensor(cols, dtype=torch.long, device=hidden.device)
+    return hidden[idx_b, idx_t], idx_b
+
+
+def step_logits_from_hidden(head: SPRMHead, hidden: torch.Tensor, positions: Sequence[Sequence[int]],
+                            grad_scale: float = DEFAULT_GRAD_SCALE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head logits at the step positions, with the backbone gradient scaled by `grad_scale`."""
+    states, traj_index = gather_step_states(hidden, positions)
+    return head(scale_grad(states, grad_scale)), traj_index
+
+
+# ----------------------------------------------------------------------------- the loss
+def spr_weights(step_logits: torch.Tensor, step_traj_index: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-step loss weights (no gradient): 0 for steps whose logit disagrees with the label (or
+    is exactly 0); kept steps weighted so that positive and negative kept steps each carry the same
+    total weight (1 / number of classes present), so the weights sum to 1 (or to 0 if none kept)."""
+    with torch.no_grad():
+        y = labels.to(step_logits.device).float()[step_traj_index]
+        pos = (step_logits > 0) & (y > 0.5)
+        neg = (step_logits < 0) & (y <= 0.5)
+        n_pos, n_neg = int(pos.sum()), int(neg.sum())
+        classes = (n_pos > 0) + (n_neg > 0)
+        w = torch.zeros_like(step_logits, dtype=torch.float32)
+        if n_pos:
+            w[pos] = 1.0 / (classes * n_pos)
+        if n_neg:
+            w[neg] = 1.0 / (classes * n_neg)
+    return w
+
+
+def spr_loss(step_logits: torch.Tensor, step_traj_index: torch.Tensor, labels: torch.Tensor,
+             dynamic: bool = True) -> torch.Tensor:
+    """Self-supervised process reward loss.
+
+    `step_logits` [S] are head logits, `step_traj_index` [S] the trajectory of each step and
+    `labels` [N] each trajectory's final correctness (1 correct, 0 wrong). Binary cross-entropy of
+    every step against its trajectory's label, weighted by `spr_weights` (dynamic=True) or by plain
+    class balance over all steps (dynamic=False). No step kept -> a zero loss still attached to
+    the graph.
+    """
+    if step_logits.ndim != 1 or step_traj_index.shape != step_logits.shape:
+        raise ValueError("step_logits and step_traj_index must be 1-D tensors of the same length")
+    if step_logits.numel() == 0:
+        return step_logits.sum() * 0.0
+    labels = torch.as_tensor(labels, dtype=torch.float32, device=step_logits.device)
+    if ((labels != 0) & (labels != 1)).any():
+        raise ValueError("SPRM labels must be 0 or 1")
+    y = labels[step_traj_index]
+    if dynamic:
+        w = spr_weights(step_logits, step_traj_index, labels)
+    else:
+        w = spr_weights(torch.where(y > 0.5, 1.0, -1.0), step_traj_index, labels)
+    bce = F.binary_cross_entropy_with_logits(step_logits.float(), y, reduction="none")
+    return (w * bce).sum()
+
+
+# ----------------------------------------------------------------------------- scores and uses
+def trajectory_score(step_scores: torch.Tensor | Sequence[float]) -> float:
+    """Geometric mean of one trajectory's step scores (probabilities); NaN when it has no steps."""
+    s = torch.as_tensor(step_scores, dtype=torch.float64).flatten()
+    if s.numel() == 0:
+        return float("nan")
+    if ((s < 0) | (s > 1)).any():
+        raise ValueError("step scores must be probabilities in [0, 1]")
+    if (s == 0).any():
+        return 0.0
+    return float(torch.exp(torch.log(s).mean()))
+
+
+def trajectory_scores(step_logits: torch.Tensor, step_traj_index: torch.Tensor, num_trajectories: int) -> torch.Tensor:
+    """Geometric mean of sigmoid(step_logits) per trajectory, computed in log space: [N] float64,
+    NaN for a trajectory without steps."""
+    logs = F.logsigmoid(step_logits.detach().double())
+    idx = step_traj_index.to(logs.device)
+    total = torch.zeros(num_trajectories, dtype=torch.float64, device=logs.device).index_add_(0, idx, logs)
+    count = torch.zeros(num_trajectories, dtype=torch.float64, device=logs.device).index_add_(
+        0, idx, torch.ones_like(logs))
+    out = torch.exp(total / count.clamp(min=1))
+    out[count == 0] = float("nan")
+    return out
+
+
+def shape_rewards(rewards: Sequence[float], scores: Sequence[float], weight: float = 0.0) -> list[float]:
+    """Process-reward shaping: `reward + weight * trajectory_score` before group normalisation of
+    the advantages (weight 0 = off, the rewards come back unchanged). NaN scores add nothing."""
+    if len(rewards) != len(scores):
+        raise ValueError(f"{len(rewards)} rewards but {len(scores)} scores")
+    if weight == 0.0:
+        return [float(r) for r in rewards]
+    return [float(r) + (weight * float(s) if math.isfinite(float(s)) else 0.0) for r, s in zip(rewards, scores)]
+
+
+def select_best(scores: Sequence[float], group_size: int) -> list[int]:
+    """Best-of-N: for consecutive groups of `group_size` candidates, the index (into `scores`) of
+    the highest score; ties and NaN go to the earliest candidate."""
+    if group_size < 1 or len(scores) % group_size:
+        raise ValueError(f"{len(scores)} scores do not split into groups of {group_size}")
+    best = []
+    for g in range(0, len(scores), group_size):
+        chosen, top = g, -math.inf
+        for i in range(g, g + group_size):
+            s = float(scores[i])
+            if math.isfinite(s) and s > top:
+                chosen, top = i, s
+        best.append(chosen)
+    return best
