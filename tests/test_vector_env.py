@@ -67,3 +67,14 @@ def test_same_episode_id_for_group_members():
     vec.reset(options={"per_env": [{"task_id": "q1", "episode_id": "g0"}] * 3})
     vec.step(["<search>same</search>"] * 3)
     assert {(r.episode_id, r.search_index) for r in backend.calls[0]} == {("g0", 0)}
+
+
+def test_configured_seed_gives_distinct_but_reproducible_sub_envs():
+    def tasks_drawn():
+        vec = make_vec(3, backend=EchoSearch(), tasks=TASKS, seed=5)
+        _, infos = vec.reset()
+        return list(infos["episode_id"])
+
+    first = tasks_drawn()
+    assert first == tasks_drawn()
+    assert len(set(first)) == 3

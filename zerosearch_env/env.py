@@ -12,7 +12,7 @@ from zerosearch_env.config import EnvConfig
 from zerosearch_env.data.task import Task
 from zerosearch_env.prompts import build_prompt
 from zerosearch_env.protocol import Action, invalid_feedback, parse_action, render_documents
-from zerosearch_env.rewards import exact_match, f1_score, parse_confidence
+from zerosearch_env.rewards import parse_confidence, score_answer
 from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
 from zerosearch_env.spaces import UnicodeText
 
@@ -99,7 +99,9 @@ class SearchEnv(gym.Env[str, str]):
 
     # ----------------------------------------------------------------- gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
-        super().reset(seed=seed if seed is not None else (self.config.seed if self._resets == 0 else None))
+        if seed is None and self._np_random is None:
+            seed = self.config.seed  # first reset of a fresh env: the configured seed, if any
+        super().reset(seed=seed)
         options = options or {}
         task = self._choose_task(options)
         # Drawn from the seeded generator: the same seed gives the same episode id (and so the same
@@ -171,8 +173,7 @@ class SearchEnv(gym.Env[str, str]):
             obs = render_documents(docs, cfg.max_doc_chars, cfg.max_obs_chars)
         elif act.kind == "answer":
             ep.answer = act.content
-            em = exact_match(act.content, ep.task.answers, cfg.max_length_ratio)
-            f1 = f1_score(act.content, ep.task.answers, cfg.max_length_ratio)
+            em, f1 = score_answer(act.content, ep.task.answers, cfg.max_length_ratio)
             reward = em if cfg.reward == "em" else f1
             terminated = True
             obs = ""

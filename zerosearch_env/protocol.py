@@ -20,6 +20,7 @@ STOP_STRINGS = ("</search>", "</answer>")
 _CONFIDENCE = re.compile(r"\s*<confidence>([^<]{0,64})</confidence>")
 # Tags the agent may not write itself: the environment owns <information>.
 _ANY_TAG = re.compile(r"</?\s*(search|answer|think|information|confidence)\s*>", re.IGNORECASE)
+_NEEDS_CLEANING = re.compile(r"[\x00-\x1f\x7f<\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -122,9 +123,16 @@ def strip_information(text: str) -> str:
 
 
 def sanitize_document_text(text: str) -> str:
-    """Neutralise protocol tags inside documents so a document can never close the block or answer."""
-    text = _CONTROL.sub(" ", text)
-    return _ANY_TAG.sub(lambda m: m.group(0).replace("<", "(").replace(">", ")"), text)
+    """Fold white space, drop control characters and neutralise protocol tags, so a document can
+    never close the <information> block or write an answer. Fast path for clean text."""
+    if "  " not in text and _NEEDS_CLEANING.search(text) is None:  # the common case: nothing to fold, drop or escape
+        return text.strip(" ")
+    text = " ".join(text.split())
+    if not text.isprintable():
+        text = " ".join(_CONTROL.sub(" ", text).split())
+    if "<" in text:
+        text = _ANY_TAG.sub(lambda m: m.group(0).replace("<", "(").replace(">", ")"), text)
+    return text
 
 
 def render_documents(docs: Sequence[Document], max_doc_chars: int, max_obs_chars: int) -> str:
@@ -134,8 +142,9 @@ def render_documents(docs: Sequence[Document], max_doc_chars: int, max_obs_chars
     parts: list[str] = []
     used = 0
     for i, d in enumerate(docs, 1):
-        title = " ".join(sanitize_document_text(d.title).split())[:200]
-        body = " ".join(sanitize_document_text(d.text).split())
+        title = sanitize_document_text(d.title[:400])[:200]
+        # Raw text beyond a generous multiple of the cap can never be shown: cut before cleaning.
+        body = sanitize_document_text(d.text[: 8 * max_doc_chars + 64])
         if len(body) > max_doc_chars:
             body = body[: max(0, max_doc_chars - 3)] + "..."
         piece = f"Doc {i} (Title: {title}) {body}\n"

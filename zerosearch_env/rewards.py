@@ -21,11 +21,17 @@ _HEDGE_SEPARATORS = (" or ", " and/or ", "/", ";", ",", "|", " vs ", " either ")
 DEFAULT_MAX_LENGTH_RATIO = 3.0
 
 
+_DROP_PUNCT = str.maketrans("", "", "".join(_PUNCT))
+
+
 def normalize_answer(text: str) -> str:
     """Lower case, drop punctuation and the articles a/an/the, fold white space."""
-    text = unicodedata.normalize("NFKC", str(text)).lower()
-    text = "".join(ch for ch in text if ch not in _PUNCT)
-    text = _ARTICLES.sub(" ", text)
+    text = str(text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    text = text.lower().translate(_DROP_PUNCT)
+    if "a" in text or "t" in text:
+        text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
 
@@ -45,42 +51,45 @@ def is_hedge(prediction: str, golds: str | Sequence[str]) -> bool:
     return False
 
 
-def _too_long(pred_tokens: list[str], golds: list[str], max_length_ratio: float | None) -> bool:
-    if max_length_ratio is None:
-        return False
-    longest = max((len(normalize_answer(g).split()) for g in golds), default=0)
-    return len(pred_tokens) > max(max_length_ratio * longest, longest + 2)
+def score_answer(prediction: str | None, golds: str | Sequence[str],
+                 max_length_ratio: float | None = DEFAULT_MAX_LENGTH_RATIO) -> tuple[float, float]:
+    """(exact match, token F1) of a prediction against the best gold alias, sharing one
+    normalisation. Hedges score (0, 0); over-long answers get F1 0 (they cannot match exactly)."""
+    golds = _as_list(golds)
+    if prediction is None or not golds or is_hedge(prediction, golds):
+        return 0.0, 0.0
+    pred = normalize_answer(prediction)
+    if not pred:
+        return 0.0, 0.0
+    gold_norms = [normalize_answer(g) for g in golds]
+    if pred in gold_norms:
+        return 1.0, 1.0
+    pred_tokens = pred.split()
+    if max_length_ratio is not None:
+        longest = max(len(g.split()) for g in gold_norms)
+        if len(pred_tokens) > max(max_length_ratio * longest, longest + 2):
+            return 0.0, 0.0
+    pred_counts = Counter(pred_tokens)
+    best = 0.0
+    for g in gold_norms:
+        gold_tokens = g.split()
+        same = sum((pred_counts & Counter(gold_tokens)).values())
+        if same:
+            precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return 0.0, best
 
 
 def exact_match(prediction: str | None, golds: str | Sequence[str],
                 max_length_ratio: float | None = DEFAULT_MAX_LENGTH_RATIO) -> float:
     """1.0 when the normalised prediction equals a normalised gold alias, else 0.0."""
-    golds = _as_list(golds)
-    if prediction is None or not golds or is_hedge(prediction, golds):
-        return 0.0
-    pred = normalize_answer(prediction)
-    return float(any(pred == normalize_answer(g) for g in golds) and bool(pred))
+    return score_answer(prediction, golds, max_length_ratio)[0]
 
 
 def f1_score(prediction: str | None, golds: str | Sequence[str],
              max_length_ratio: float | None = DEFAULT_MAX_LENGTH_RATIO) -> float:
     """Token-level F1 against the best gold alias; 0 for hedges and over-long answers."""
-    golds = _as_list(golds)
-    if prediction is None or not golds or is_hedge(prediction, golds):
-        return 0.0
-    pred_tokens = normalize_answer(prediction).split()
-    if not pred_tokens or _too_long(pred_tokens, golds, max_length_ratio):
-        return 0.0
-    best = 0.0
-    for g in golds:
-        gold_tokens = normalize_answer(g).split()
-        common = Counter(pred_tokens) & Counter(gold_tokens)
-        same = sum(common.values())
-        if same == 0:
-            continue
-        precision, recall = same / len(pred_tokens), same / len(gold_tokens)
-        best = max(best, 2 * precision * recall / (precision + recall))
-    return best
+    return score_answer(prediction, golds, max_length_ratio)[1]
 
 
 _WELL_FORMED = re.compile(

@@ -50,6 +50,10 @@ class SearchVectorEnv(VectorEnv):
         ]
         self.config = first.config
         self.backend = first.backend
+        # One independent generator per sub-env from one root seed (cheap, and reproducible when
+        # config.seed is set); reset(seed=...) still reseeds explicitly.
+        for env, child in zip(self.envs, np.random.SeedSequence(self.config.seed).spawn(num_envs)):
+            env.np_random = np.random.Generator(np.random.PCG64(child))
         self.num_envs = num_envs
         self.autoreset = autoreset
         if autoreset:
@@ -78,15 +82,15 @@ class SearchVectorEnv(VectorEnv):
             if len(seeds) != self.num_envs:
                 raise ValueError(f"need {self.num_envs} seeds, got {len(seeds)}")
         obs: list[str] = [""] * self.num_envs
-        infos: dict = {}
+        infos: list[tuple[int, dict]] = []
         for i, env in enumerate(self.envs):
             if not mask[i]:
                 continue
             o, info = env.reset(seed=seeds[i], options={**options, **(per_env[i] or {})})
             obs[i] = o
             self._needs_reset[i] = False
-            infos = self._add_info(infos, info, i)
-        return tuple(obs), infos
+            infos.append((i, info))
+        return tuple(obs), self._batch_infos(infos)
 
     def step(self, actions: Sequence[str | None]):
         if len(actions) != self.num_envs:
@@ -96,14 +100,14 @@ class SearchVectorEnv(VectorEnv):
         rewards = np.zeros(n, dtype=np.float64)
         terms = np.zeros(n, dtype=bool)
         truncs = np.zeros(n, dtype=bool)
-        infos: dict = {}
+        infos: list[tuple[int, dict]] = []
         pending: list[tuple[int, Any]] = []
         finished: list[int] = []
         for i, env in enumerate(self.envs):
             if self._needs_reset[i] and self.autoreset:
                 obs[i], info = env.reset()
                 self._needs_reset[i] = False
-                infos = self._add_info(infos, {**info, "active": False, "autoreset": True}, i)
+                infos.append((i, {**info, "active": False, "autoreset": True}))
                 continue
             if env.episode_done:
                 finished.append(i)
@@ -121,10 +125,33 @@ class SearchVectorEnv(VectorEnv):
             info["active"] = True
             if terms[i] or truncs[i]:
                 self._needs_reset[i] = True
-            infos = self._add_info(infos, info, i)
+            infos.append((i, info))
         for i in finished:
-            infos = self._add_info(infos, {"active": False}, i)
-        return tuple(obs), rewards, terms, truncs, infos
+            infos.append((i, {"active": False}))
+        return tuple(obs), rewards, terms, truncs, self._batch_infos(infos)
+
+    def _batch_infos(self, items: list[tuple[int, dict]]) -> dict:
+        """gymnasium's vector info layout: `infos[key]` an array over sub-envs (object dtype unless
+        every value is a bool/int/float) and `infos["_" + key]` the mask of sub-envs that set it.
+        (Equivalent to `VectorEnv._add_info`, built once per step instead of once per sub-env.)"""
+        columns: dict[str, list[tuple[int, Any]]] = {}
+        for i, info in items:
+            for k, v in info.items():
+                columns.setdefault(k, []).append((i, v))
+        out: dict = {}
+        for k, vals in columns.items():
+            mask = np.zeros(self.num_envs, dtype=bool)
+            if all(type(v) in (bool, int, float) for _, v in vals):
+                kind = {type(v) for _, v in vals}
+                dtype = bool if kind == {bool} else (np.int64 if kind == {int} else np.float64)
+                arr = np.zeros(self.num_envs, dtype=dtype)
+            else:
+                arr = np.full(self.num_envs, None, dtype=object)
+            for i, v in vals:
+                arr[i] = v
+                mask[i] = True
+            out[k], out["_" + k] = arr, mask
+        return out
 
     def set_training_step(self, step: int) -> None:
         for env in self.envs:

@@ -21,7 +21,7 @@ class Document:
         return {"id": self.id, "title": self.title, "text": self.text, "score": self.score}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SearchRequest:
     """One search call.
 
@@ -38,7 +38,7 @@ class SearchRequest:
     episode_id: str = ""
     search_index: int = 0
     step: int | None = None
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    extra: dict | None = field(default=None, compare=False)
 
 
 class SearchBackend(ABC):
