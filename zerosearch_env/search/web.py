@@ -1,0 +1,187 @@
+"""`WebSearch`: a web search API as a backend, behind a small provider adapter interface.
+
+A `WebSearchProvider` turns ONE query into documents (web APIs take one query per HTTP call);
+`WebSearch` fans the requests of a backend call out over a thread pool and keeps counters.
+`SerpAPIProvider` speaks the SerpAPI JSON format (`GET {base_url}?q=...&api_key=...&num=k`,
+answered by `{"organic_results": [{"title", "snippet", "link"}, ...]}`). The key is read from an
+environment variable (default `SERPAPI_API_KEY`); the base URL is configurable, which is also how
+the tests point it at a local fake server. Add a provider by subclassing `WebSearchProvider` and
+registering it in `PROVIDERS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import httpx
+
+from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
+
+
+class WebSearchError(RuntimeError):
+    """The web search API failed or answered something unusable."""
+
+
+class WebSearchProvider(ABC):
+    """Adapter for one web search API: `search_one(query, top_k) -> list[Document]`."""
+
+    #: provider name used in reports and the backend identity
+    name: str = "provider"
+    #: list price in USD per 1,000 queries (for `zerosearch compare`'s cost column)
+    usd_per_1k_queries: float = 0.0
+
+    @abstractmethod
+    def search_one(self, query: str, top_k: int) -> list[Document]: ...
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class SerpAPIProvider(WebSearchProvider):
+    """SerpAPI-style JSON API: results from `organic_results[].title/snippet/link`.
+
+    Retries connection errors, timeouts, 429 and 5xx with exponential backoff; other 4xx raise at
+    once with the API's error message. The API key never appears in error messages.
+    """
+
+    name = "serpapi"
+    usd_per_1k_queries = 15.0  # SerpAPI's developer plan is about $75 for 5,000 searches
+
+    def __init__(self, api_key: str | None = None, api_key_env: str = "SERPAPI_API_KEY",
+                 base_url: str = "https://serpapi.com/search.json", engine: str = "google",
+                 timeout_s: float = 20.0, max_retries: int = 2, backoff_s: float = 0.5,
+                 extra_params: dict | None = None):
+        key = api_key if api_key is not None else os.environ.get(api_key_env)
+        if not key:
+            raise ValueError(
+                f"web search provider {self.name!r} needs an API key: set the environment variable "
+                f"{api_key_env} (or pass api_key)")
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        self._key = key
+        self.base_url = base_url
+        self.engine = engine
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.extra_params = dict(extra_params or {})
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***")
+
+    def search_one(self, query: str, top_k: int) -> list[Document]:
+        params = {"q": query, "api_key": self._key, "engine": self.engine, "num": top_k, **self.extra_params}
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                resp = self._client.get(self.base_url, params=params)
+            except httpx.TransportError as e:
+                last = self._redact(f"{type(e).__name__}: {e}")
+                continue
+            if resp.status_code == 429 or resp.status_code >= 500:
+                last = f"HTTP {resp.status_code}: {self._redact(resp.text[:200])}"
+                continue
+            try:
+                data = resp.json()
+            except ValueError:
+                raise WebSearchError(f"{self.name}: non-JSON answer (HTTP {resp.status_code}): "
+                                     f"{self._redact(resp.text[:200])!r}") from None
+            if resp.status_code >= 400 or (isinstance(data, dict) and data.get("error") and not data.get("organic_results")):
+                msg = data.get("error") if isinstance(data, dict) else data
+                raise WebSearchError(f"{self.name}: HTTP {resp.status_code}: {self._redact(str(msg))[:300]}")
+            return self.parse(data, top_k)
+        raise WebSearchError(f"{self.name}: failed after {self.max_retries + 1} attempts; last error: {last}")
+
+    def parse(self, data: dict, top_k: int) -> list[Document]:
+        """`organic_results` -> documents (title, snippet as text, link as id)."""
+        if not isinstance(data, dict):
+            raise WebSearchError(f"{self.name}: expected a JSON object, got {type(data).__name__}")
+        results = data.get("organic_results", [])
+        if not isinstance(results, list):
+            raise WebSearchError(f"{self.name}: 'organic_results' is not a list")
+        docs = []
+        for rank, item in enumerate(results):
+            if not isinstance(item, dict):
+                continue
+            title, snippet, link = item.get("title") or "", item.get("snippet") or "", item.get("link") or ""
+            if not (title or snippet):
+                continue
+            doc_id = link or f"{self.name}:{hashlib.sha1((title + snippet).encode()).hexdigest()[:12]}"
+            pos = item.get("position", rank + 1)
+            score = 1.0 / float(pos) if isinstance(pos, (int, float)) and pos > 0 else None
+            docs.append(Document(doc_id, str(title), str(snippet), score))
+            if len(docs) >= top_k:
+                break
+        return docs
+
+    def close(self) -> None:
+        self._client.close()
+
+
+#: provider name -> class; `WebSearch.from_config` reads `backend_options.provider`
+PROVIDERS: dict[str, type[WebSearchProvider]] = {"serpapi": SerpAPIProvider}
+
+
+class WebSearch(SearchBackend):
+    """A web search API as a backend: one API query per request, `max_workers` at a time."""
+
+    name = "web"
+
+    def __init__(self, provider: WebSearchProvider, max_workers: int = 8):
+        if max_workers < 1:
+            raise ValueError("max_workers must be >= 1")
+        self.provider = provider
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="websearch")
+        self._lock = threading.Lock()
+        self.api_queries = 0
+        self.errors = 0
+        self.seconds = 0.0
+
+    @classmethod
+    def from_config(cls, config) -> "WebSearch":
+        opts = dict(config.backend_options)
+        provider_name = opts.pop("provider", "serpapi")
+        if provider_name not in PROVIDERS:
+            raise ValueError(f"unknown web search provider {provider_name!r}; choose one of {sorted(PROVIDERS)}")
+        max_workers = int(opts.pop("max_workers", 8))
+        return cls(PROVIDERS[provider_name](**opts), max_workers=max_workers)
+
+    def identity(self) -> str:
+        return f"web:{self.provider.name}"
+
+    def search(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
+        requests = list(requests)
+        t0 = time.perf_counter()
+
+        def one(req: SearchRequest) -> list[Document]:
+            try:
+                return self.provider.search_one(req.query, req.top_k)[: req.top_k]
+            except Exception:
+                with self._lock:
+                    self.errors += 1
+                raise
+            finally:
+                with self._lock:
+                    self.api_queries += 1
+
+        try:
+            return list(self._pool.map(one, requests))
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def stats(self) -> dict:
+        return {"provider": self.provider.name, "api_queries": self.api_queries, "errors": self.errors,
+                "seconds": round(self.seconds, 4),
+                "usd": round(self.api_queries * self.provider.usd_per_1k_queries / 1000.0, 6)}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self.provider.close()
