@@ -52,6 +52,19 @@ def test_changed_corpus_rebuilds(world, bm25, tmp_path):
     assert b.search([SearchRequest("zzqx")])[0][0].id == docs[-1].id
 
 
+def test_corrupt_index_is_rebuilt(world, tmp_path):
+    docs = list(world.documents[:30])
+    a = BM25Search(docs, index_dir=tmp_path / "idx")
+    for f in (tmp_path / "idx").glob("*.npy"):
+        f.write_bytes(b"garbage")
+    b = BM25Search(docs, index_dir=tmp_path / "idx")
+    assert b.rebuilt
+    reqs = [SearchRequest(d.title) for d in docs]
+    assert b.search(reqs) == a.search(reqs)
+    c = BM25Search(docs, index_dir=tmp_path / "idx")
+    assert not c.rebuilt and c.search(reqs) == a.search(reqs)
+
+
 def test_default_cache_dir_under_zerosearch_cache(monkeypatch, tmp_path, world):
     monkeypatch.setenv("ZEROSEARCH_CACHE", str(tmp_path))
     docs = list(world.documents[:20])

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field
 
 from zerosearch_env.data.task import Task
@@ -191,6 +192,14 @@ class World:
                 "test": sum(t.split == "test" for t in self.tasks)}
 
 
+_HARSH = re.compile(r"[^aeiouy]{3,}|yy|(.{2,})\1")
+
+
+def _pronounceable(word: str) -> bool:
+    """No cluster of three consonants, no 'yy', no directly repeated chunk ('devdev')."""
+    return _HARSH.search(word) is None
+
+
 class _Names:
     """Draws unique invented names; every distinctive name token is used once in the world."""
 
@@ -205,7 +214,8 @@ class _Names:
     def fresh(self, min_len: int = 5, max_len: int = 10, suffix: str = "") -> str:
         for _ in range(10_000):
             word = (self.syllables(self.rng.choice((2, 2, 3))) + suffix).capitalize()
-            if min_len <= len(word) <= max_len + len(suffix) and word.lower() not in self.used:
+            if (min_len <= len(word) <= max_len + len(suffix) and word.lower() not in self.used
+                    and _pronounceable(word.lower())):
                 self.used.add(word.lower())
                 return word
         raise RuntimeError("could not draw a fresh name")  # pragma: no cover

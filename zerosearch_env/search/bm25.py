@@ -79,21 +79,32 @@ class BM25Search(SearchBackend):
         self._calls = 0
         self._queries = 0
         self._empty_queries = 0
-        meta_path = self.index_dir / "meta.json"
-        meta = None
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                meta = None
-        if meta is not None and meta.get("hash") == self.hash:
-            self._retriever = bm25s.BM25.load(str(self.index_dir), load_vocab=True, show_progress=False)
-        else:
-            self._retriever = self._build(bm25s)
+        found = self._index_matches()
+        self._retriever = self._load(bm25s) if found else None
+        if self._retriever is None:
+            self._retriever = self._build(bm25s, replace_broken=found)
             self.rebuilt = True
         self._vocab: dict[str, int] = self._retriever.vocab_dict
 
-    def _build(self, bm25s):
+    def _index_matches(self) -> bool:
+        """Does `index_dir` hold a complete index of this corpus (same hash)?"""
+        try:
+            meta = json.loads((self.index_dir / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(meta, dict) and meta.get("hash") == self.hash
+
+    def _load(self, bm25s):
+        """Load the saved index; None when its files are unreadable (then it is rebuilt)."""
+        try:
+            retriever = bm25s.BM25.load(str(self.index_dir), load_vocab=True, show_progress=False)
+        except Exception:
+            return None
+        if retriever.scores.get("num_docs") != len(self.documents):
+            return None
+        return retriever
+
+    def _build(self, bm25s, replace_broken: bool = False):
         corpus_tokens = [tokenize(f"{d.title}\n{d.text}") for d in self.documents]
         # bm25s rejects empty documents: give those a token no query can produce.
         corpus_tokens = [toks or ["\x00empty"] for toks in corpus_tokens]
@@ -108,12 +119,13 @@ class BM25Search(SearchBackend):
             (tmp / "meta.json").write_text(json.dumps({
                 "hash": self.hash, "num_docs": len(self.documents), "k1": self.k1, "b": self.b,
                 "tokenizer": _TOKENIZER_VERSION}), encoding="utf-8")
-            if self.index_dir.exists():
-                shutil.rmtree(self.index_dir, ignore_errors=True)
-            try:
-                os.replace(tmp, self.index_dir)
-            except OSError:  # another process won the race: its index is the same
-                pass
+            if self.index_dir.exists() and (replace_broken or not self._index_matches()):
+                shutil.rmtree(self.index_dir, ignore_errors=True)  # unreadable, or of another corpus
+            if not self.index_dir.exists():
+                try:
+                    os.replace(tmp, self.index_dir)
+                except OSError:  # another process moved its (identical) index in first
+                    pass
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
