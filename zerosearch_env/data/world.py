@@ -64,6 +64,10 @@ india china japan brazil chile peru cuba egypt kenya ghana mali chad niger iran 
 yemen oman nepal laos spain italy france greece norway sweden finland poland russia ukraine
 turkey israel jordan canada mexico panama bolivia samoa tonga fiji malta cyprus wales
 nile amazon thames seine rhine danube volga ganges congo yukon tigris indus
+lena tara kira vera ivan omar yuri lina mira nora ida ada ava zara sasha hanna greta anton boris
+igor dmitri pablo hugo felix oscar ines luca marco nara kobe milo enzo dario selma thea
+pamir drury kava sharon andes alps sahara gobi tibet congo gaza siena pisa bari genoa turin
+malaga bilbao leon nancy lille metz basel graz linz bonn kiel essen dresden leipzig krakow
 """.split())
 
 _OCCUPATIONS = ("painter", "cartographer", "engineer", "poet", "botanist", "physician", "architect",
