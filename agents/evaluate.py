@@ -80,6 +80,13 @@ def run_episodes(agent, vec_env, tasks: Sequence[Task], progress: bool = True, d
 
     tasks = list(tasks)
     n = vec_env.num_envs
+    envs = getattr(vec_env, "envs", None)
+    if envs:
+        known = {t.id for t in envs[0].tasks}
+        missing = [t.id for t in tasks if t.id not in known]
+        if missing:
+            raise ValueError(f"{len(missing)} task(s) unknown to the vector env (e.g. {missing[:3]}); "
+                             "build it with tasks= holding them")
     records: list[dict | None] = [None] * len(tasks)
     slot_task: list[int | None] = [None] * n
     transcripts = [""] * n

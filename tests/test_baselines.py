@@ -123,6 +123,12 @@ def test_agent_returning_wrong_number_of_turns_is_an_error(vec, test_tasks):
         run_episodes(Broken(), vec, test_tasks[:4], progress=False)
 
 
+def test_tasks_unknown_to_env_are_an_error(world):
+    v = zs.make_vec(2, split="test", backend=FunctionSearch(lambda r: [[] for _ in r]), tasks=world.split("test"))
+    with pytest.raises(ValueError, match="unknown to the vector env"):
+        run_episodes(OracleAgent(world.tasks), v, world.split("train")[:2], progress=False)
+
+
 def test_closed_book_needs_train_tasks(world):
     with pytest.raises(ValueError):
         ClosedBookAgent(world.split("test"))
