@@ -146,3 +146,99 @@ def calibration_report(confidences: Sequence[float | None], correct: Sequence[fl
         "accuracy": sum(cs) / len(cs) if cs else None,
         "bins": reliability_bins(qs, cs, num_bins),
     }
+
+
+# ----------------------------------------------------------------------------- rollouts and agents
+CONFIDENCE_OPEN = "<confidence>"
+CONFIDENCE_CLOSE = "</confidence>"
+
+
+def add_confidence(policy, trajs: Sequence, generator=None, max_new_tokens: int = 8,
+                   greedy: bool = False) -> dict[str, float]:
+    """Training rollouts in calibration mode: after each answered trajectory the policy writes
+    `<confidence>q</confidence>` (the opening tag is given, the rest is sampled and trained).
+
+    Generation stops at `</answer>` (the protocol's stop strings), so the confidence is a short
+    continuation right after it, as `EnvConfig(calibration=True)` asks. The parsed confidence (None
+    when unparseable) and `brier_reward(em, q)` go to `traj.info` (`confidence`, `brier`), read by
+    `brier_reward_fn`. Returns batch figures.
+    """
+    from agents.pcl import append_segments
+    from zerosearch_env.rewards import brier_reward, parse_confidence
+
+    answered = [t for t in trajs if (t.info or {}).get("answered")]
+    if not answered:
+        return {"confidence_segments": 0.0, "confidence_parse_rate": 0.0}
+    starts = [len(t.completion_ids) for t in answered]
+    texts = append_segments(policy, answered, CONFIDENCE_OPEN, CONFIDENCE_CLOSE, generator, max_new_tokens,
+                            greedy=greedy)
+    parsed = 0
+    for t, start, text in zip(answered, starts, texts):
+        inner = text[len(CONFIDENCE_OPEN):].split(CONFIDENCE_CLOSE)[0] if CONFIDENCE_CLOSE in text else None
+        q = parse_confidence(inner)
+        t.info.setdefault("post_answer_start", start)
+        t.info.update({"confidence": q, "confidence_text": text,
+                       "brier": brier_reward(float(t.info.get("em") or 0.0), q)})
+        parsed += q is not None
+    return {"confidence_segments": float(len(answered)), "confidence_parse_rate": parsed / len(answered)}
+
+
+def brier_reward_fn(trajs: Sequence) -> list[float]:
+    """GRPO `reward_fns` plug-in: RLCR's calibration term `-(q - correct) ** 2` of each answered
+    trajectory (missing confidence: -1), so that env reward + this = `brier_reward` when the
+    env reward is EM. Trajectories that did not answer get 0."""
+    out = []
+    for t in trajs:
+        info = t.info or {}
+        if not info.get("answered"):
+            out.append(0.0)
+            continue
+        em = float(info.get("em") or 0.0)
+        q = info.get("confidence")
+        out.append(-1.0 if q is None else -((float(q) - em) ** 2))
+    return out
+
+
+class ConfidenceAgent:
+    """Evaluation in calibration mode: wraps a `PolicyAgent`; when a turn ends with `</answer>`,
+    the policy continues with `<confidence>` and writes q until `</confidence>` (at most
+    `max_new_tokens` tokens), and the turn text sent to the env holds both, so the env's
+    `info["confidence"]` is filled. Greedy like the wrapped agent."""
+
+    name = "policy+confidence"
+
+    def __init__(self, agent, max_new_tokens: int = 8):
+        self.agent = agent
+        self.max_new_tokens = max_new_tokens
+        self.name = f"{getattr(agent, 'name', 'agent')}+confidence"
+
+    def reset(self) -> None:
+        if hasattr(self.agent, "reset"):
+            self.agent.reset()
+
+    def act(self, transcripts: Sequence[str], infos: Sequence[dict]) -> list[str]:
+        from agents.pcl import opener_rest, segment_policy
+        from zerosearch_env.protocol import parse_action
+
+        turns = self.agent.act(transcripts, infos)
+        policy = self.agent.policy
+        todo = [i for i, t in enumerate(turns) if parse_action(t).kind == "answer"
+                and opener_rest(t, CONFIDENCE_OPEN) != ""]
+        if not todo:
+            return turns
+        seg = segment_policy(policy, (CONFIDENCE_CLOSE,), self.max_new_tokens)
+        contexts, rests = [], []
+        for i in todo:
+            key = str((infos[i] or {}).get("episode_id") or "")
+            ids = self.agent._state.get(key, (None, 0))[0] if hasattr(self.agent, "_state") else None
+            if ids is None:
+                ids = policy.prompt_ids(transcripts[i]) + policy.encode(turns[i])
+            rest = opener_rest(turns[i], CONFIDENCE_OPEN)
+            rests.append(rest)
+            contexts.append(list(ids) + policy.encode(rest))
+        outs = seg.generate_turns(contexts, greedy=getattr(self.agent, "greedy", True),
+                                  generator=getattr(self.agent, "generator", None))
+        turns = list(turns)
+        for i, rest, out in zip(todo, rests, outs):
+            turns[i] = turns[i] + rest + out.text
+        return turns

@@ -119,3 +119,97 @@ def segment_supervised_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tens
     target = batch["labels"][:, 1:].to(logits.device)
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                              ignore_index=-100)
+
+
+# ----------------------------------------------------------------------------- training rollouts
+def segment_policy(policy, stop: Sequence[str] = SEGMENT_STOP, max_new_tokens: int = 12):
+    """A view of `policy` (same model and tokenizer) that stops at `stop` instead of at the
+    protocol tags: used to write a short segment after the answer."""
+    from agents.policy import Policy
+
+    return Policy(policy.model, policy.tokenizer, max_new_tokens=max_new_tokens, temperature=policy.temperature,
+                  stop_strings=tuple(stop), autocast_dtype=policy.autocast_dtype,
+                  use_chat_template=policy.use_chat_template)
+
+
+def opener_rest(agent_text: str, open_tag: str, after: str = "</answer>") -> str:
+    """What is left to write of `open_tag` after the agent's text: the token that closes
+    `</answer>` may already hold the start of the next tag (tokenizers that merge "><"), e.g. a turn
+    ending in "</answer><" needs only "reward>" more. Otherwise the whole tag."""
+    i = agent_text.rfind(after)
+    tail = agent_text[i + len(after):] if i >= 0 else ""
+    if tail and open_tag.startswith(tail):
+        return open_tag[len(tail):]
+    return open_tag
+
+
+def append_segments(policy, trajs: Sequence, open_tag: str, close_tag: str, generator: torch.Generator | None = None,
+                    max_new_tokens: int = 12, force_open: bool = True, greedy: bool = False) -> list[str]:
+    """Continue each rollout `Trajectory` with a short tagged segment written by the policy.
+
+    The opening tag is appended as a prompt (env_mask 0: it is not sampled) when `force_open`; the
+    policy then samples up to `max_new_tokens` tokens until `close_tag` (env_mask 1, with their
+    log-probabilities, so the GRPO loss trains them). `turn_ends` keeps only the real turns.
+    Returns the segment text of each trajectory (opening tag included).
+    A turn whose last token already began the tag ("</answer><") gets only the rest of it.
+    """
+    if not trajs:
+        return []
+    seg_policy = segment_policy(policy, (close_tag,), max_new_tokens)
+    for t in trajs:
+        ends = list(t.turn_ends)
+        rest = opener_rest(t.agent_text, open_tag) if force_open else ""
+        if rest:
+            t.add(policy.encode(rest), rest, agent=False)
+        t.turn_ends = ends
+    turns = seg_policy.generate_turns([t.prompt_ids + t.completion_ids for t in trajs], greedy=greedy,
+                                      generator=generator)
+    texts = []
+    for t, turn in zip(trajs, turns):
+        ends = list(t.turn_ends)
+        if turn.ids:
+            t.add(turn.ids, turn.text, agent=True, logprobs=turn.logprobs)
+        t.turn_ends = ends
+        texts.append((open_tag if force_open else "") + turn.text)
+    return texts
+
+
+def add_post_completion(policy, trajs: Sequence, generator: torch.Generator | None = None,
+                        max_new_tokens: int = 12, force_open: bool = True, mode: Literal["abs", "sq"] = "abs",
+                        missing_penalty: float = DEFAULT_MISSING_PENALTY, greedy: bool = False) -> dict[str, float]:
+    """Training only: let the policy write `<reward>q</reward>` after each answered trajectory.
+
+    Trajectories whose episode ended with an answer (`info["answered"]`) get the segment (see
+    `append_segments`). The environment's reward (`traj.reward`, EM/F1) is untouched; the estimate
+    and its consistency reward go to `traj.info` (`self_reward`, `pcl_consistency`, `pcl_tokens`,
+    `pcl_start`, `pcl_segment`), where `pcl_reward_fn` reads them. Returns batch figures.
+    """
+    answered = [t for t in trajs if (t.info or {}).get("answered")]
+    for t in trajs:
+        t.info.setdefault("pcl_tokens", 0)
+    if not answered:
+        return {"pcl_segments": 0.0, "pcl_parse_rate": 0.0, "pcl_consistency": 0.0, "pcl_tokens": 0.0}
+    starts = [len(t.completion_ids) for t in answered]
+    before = [sum(t.env_mask) for t in answered]
+    segments = append_segments(policy, answered, REWARD_OPEN, REWARD_CLOSE, generator, max_new_tokens, force_open,
+                               greedy=greedy)
+    parsed, cons, toks = 0, [], []
+    for t, start, agent_before, segment in zip(answered, starts, before, segments):
+        est = parse_self_reward(segment)
+        reward = min(1.0, max(0.0, float(t.reward)))
+        c = consistency_reward(est, reward, mode=mode, missing_penalty=missing_penalty)
+        n_tok = sum(t.env_mask) - agent_before
+        t.info["pcl_start"] = start
+        t.info.setdefault("post_answer_start", start)  # SPRM reads steps before it only
+        t.info.update({"self_reward": est, "pcl_consistency": c, "pcl_tokens": n_tok, "pcl_segment": segment})
+        parsed += est is not None
+        cons.append(c)
+        toks.append(n_tok)
+    return {"pcl_segments": float(len(answered)), "pcl_parse_rate": parsed / len(answered),
+            "pcl_consistency": sum(cons) / len(cons), "pcl_tokens": sum(toks) / len(toks)}
+
+
+def pcl_reward_fn(trajs: Sequence) -> list[float]:
+    """GRPO `reward_fns` plug-in: each trajectory's consistency reward (0 when it wrote no segment,
+    i.e. did not answer: the outcome reward already scores that)."""
+    return [float((t.info or {}).get("pcl_consistency", 0.0)) for t in trajs]

@@ -316,3 +316,130 @@ def select_best(scores: Sequence[float], group_size: int) -> list[int]:
                 chosen, top = i, s
         best.append(chosen)
     return best
+
+
+# ----------------------------------------------------------------------------- rollouts and training
+def trajectory_label(traj, label: str = "em") -> float:
+    """Final correctness of a rollout `Trajectory` for the SPR loss: `em` (exact match, default)
+    or `f1>=T` (token F1 at least T, e.g. "f1>=0.5")."""
+    info = getattr(traj, "info", {}) or {}
+    if label == "em":
+        return 1.0 if float(info.get("em") or 0.0) >= 1.0 else 0.0
+    if label.startswith("f1>="):
+        return 1.0 if float(info.get("f1") or 0.0) >= float(label[4:]) else 0.0
+    raise ValueError(f"label must be 'em' or 'f1>=T', got {label!r}")
+
+
+def trajectory_boundaries(traj, tokenizer, think_paragraphs: bool = True, exclude_after: int | None = None) -> list[int]:
+    """Step boundaries (completion indices) of a rollout `Trajectory`. Indices at or after
+    `exclude_after` (default: `info["post_answer_start"]`, where a confidence or PCL segment written
+    after the answer begins) are dropped: SPRM scores the episode's own turns only."""
+    ids, mask, ends = traj.completion_ids, traj.env_mask, traj.turn_ends
+    if exclude_after is None:
+        exclude_after = (getattr(traj, "info", None) or {}).get("post_answer_start")
+    if exclude_after is not None:
+        ids, mask = ids[:exclude_after], mask[:exclude_after]
+        ends = [e for e in ends if e < exclude_after]
+    if not any(mask):
+        return []
+    return step_boundaries(ids, mask, ends or None, tokenizer, think_paragraphs=think_paragraphs)
+
+
+def _forward_hidden(model, rows: list[list[int]], pad_id: int, hidden_layer: int,
+                    autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    device = next(model.parameters()).device
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        attn[i, : len(r)] = 1
+    ctx = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else torch.autocast(device.type, enabled=False))
+    with ctx:
+        out = model(input_ids=ids.to(device), attention_mask=attn.to(device), output_hidden_states=True,
+                    logits_to_keep=1)
+    return out.hidden_states[hidden_layer]
+
+
+@torch.no_grad()
+def score_trajectories(model, head: SPRMHead, trajs: Sequence, tokenizer, pad_id: int | None = None,
+                       think_paragraphs: bool = True, batch_size: int = 8, hidden_layer: int = -2,
+                       autocast_dtype: torch.dtype | None = None) -> list[float]:
+    """SPRM trajectory score (geometric mean of step scores) of each rollout `Trajectory`, from a
+    forward pass of the policy over prompt + completion (NaN for a trajectory without agent tokens).
+    Also stores the score in `traj.info["sprm_score"]`."""
+    if pad_id is None:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    was_training = model.training
+    model.eval()
+    head.eval()
+    scores: list[float] = []
+    try:
+        for s in range(0, len(trajs), batch_size):
+            part = list(trajs[s:s + batch_size])
+            rows = [list(t.prompt_ids) + list(t.completion_ids) for t in part]
+            positions = [[len(t.prompt_ids) + b for b in trajectory_boundaries(t, tokenizer, think_paragraphs)]
+                         for t in part]
+            if not any(positions):
+                scores += [float("nan")] * len(part)
+                continue
+            hidden = _forward_hidden(model, rows, pad_id, hidden_layer, autocast_dtype)
+            logits, traj_index = step_logits_from_hidden(head, hidden, positions, grad_scale=0.0)
+            scores += [float(x) for x in trajectory_scores(logits, traj_index, len(part))]
+    finally:
+        model.train(was_training)
+    for t, sc in zip(trajs, scores):
+        if getattr(t, "info", None) is not None:
+            t.info["sprm_score"] = sc
+    return scores
+
+
+class SPRMLoss:
+    """The SPR loss as a GRPO plug-in (`extra_loss_fns` of `agents.grpo.grpo_update`).
+
+    Called as `fn(model, batch)` on every micro-batch. It reads `batch.hidden_states` when the
+    trainer provides the policy's second-to-last layer over the completion positions (`grpo_update(...,
+    need_hidden=True, hidden_layer=-2)`); otherwise it runs its own forward pass. The backbone's
+    gradient is scaled by `grad_scale`; the loss is multiplied by `weight`. The figures of the last
+    call are kept in `self.last` (kept steps, positives, mean score).
+    """
+
+    def __init__(self, head: SPRMHead, tokenizer, weight: float = 1.0, grad_scale: float = DEFAULT_GRAD_SCALE,
+                 think_paragraphs: bool = True, label: str = "em", pad_id: int | None = None,
+                 dynamic: bool = True):
+        self.head = head
+        self.tokenizer = tokenizer
+        self.weight = float(weight)
+        self.grad_scale = float(grad_scale)
+        self.think_paragraphs = think_paragraphs
+        self.label = label
+        self.pad_id = pad_id
+        self.dynamic = dynamic
+        self.last: dict[str, float] = {}
+        self.__name__ = "sprm_loss"
+
+    def __call__(self, model, batch) -> torch.Tensor:
+        trajs = batch.trajectories
+        bounds = [trajectory_boundaries(t, self.tokenizer, self.think_paragraphs) for t in trajs]
+        labels = torch.tensor([trajectory_label(t, self.label) for t in trajs], dtype=torch.float32)
+        hidden = getattr(batch, "hidden_states", None)
+        if hidden is not None and getattr(batch, "hidden_layer", None) == -2:
+            positions = bounds  # hidden covers the completion positions only
+        else:
+            pad = self.pad_id if self.pad_id is not None else (self.tokenizer.pad_token_id or 0)
+            rows = [list(t.prompt_ids) + list(t.completion_ids) for t in trajs]
+            hidden = _forward_hidden(model, rows, pad, -2)
+            positions = [[len(t.prompt_ids) + b for b in bs] for t, bs in zip(trajs, bounds)]
+        if not any(positions):
+            self.last = {"sprm_steps": 0.0, "sprm_kept": 0.0}
+            return torch.zeros((), device=hidden.device)
+        logits, traj_index = step_logits_from_hidden(self.head, hidden, positions, self.grad_scale)
+        loss = spr_loss(logits, traj_index, labels.to(logits.device), dynamic=self.dynamic)
+        with torch.no_grad():
+            kept = spr_weights(logits, traj_index, labels.to(logits.device)) > 0
+            y = labels.to(logits.device)[traj_index]
+            self.last = {"sprm_loss": float(loss), "sprm_steps": float(logits.numel()), "sprm_kept": float(kept.sum()),
+                         "sprm_pos_rate": float(y.mean()),
+                         "sprm_acc": float(((logits > 0).float() == y).float().mean())}
+        return self.weight * loss

@@ -21,9 +21,12 @@ def tiny_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>"],
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<pad>", "<eos>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(PROTOCOL_TEXT * 20, trainer=trainer)
+    from zerosearch_env.prompts import build_prompt
+
+    corpus = PROTOCOL_TEXT + [build_prompt("Who founded the Velmora Guild?", calibration=True)]
+    tok.train_from_iterator(corpus * 20, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
 
 
