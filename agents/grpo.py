@@ -11,7 +11,8 @@ Plug-in points (for SPRM, PCL, calibration rewards...):
   environment reward before group advantages are computed.
 - `extra_loss_fns`: callables `fn(model, batch: LossBatch) -> torch.Tensor` (a scalar) added to the
   policy loss of every micro-batch. Set `need_hidden=True` in `grpo_update` when a hook reads
-  `batch.hidden_states` (the last layer's states over the completion positions).
+  `batch.hidden_states` (the last layer's states over the completion positions; `hidden_layer=-2`
+  gives the second-to-last layer instead, as SPRM reads, recorded in `batch.hidden_layer`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class LossBatch:
     trajectories: list[Trajectory] = field(default_factory=list)
     per_token_logps: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None  # [B, T, H] when requested
+    hidden_layer: int = -1  # which entry of the model's hidden_states `hidden_states` holds
 
     @property
     def loss_mask(self) -> torch.Tensor:
@@ -90,7 +92,7 @@ def make_batch(trajs: Sequence[Trajectory], advantages: torch.Tensor, rewards: t
 
 
 def completion_logprobs(model, batch: LossBatch, temperature: float = 1.0, autocast_dtype: torch.dtype | None = None,
-                        need_hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        need_hidden: bool = False, hidden_layer: int = -1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probabilities of the completion tokens under `softmax(logits / temperature)`,
     as TRL computes them (no position ids: RoPE is relative, so left padding does not matter)."""
     device = next(model.parameters()).device
@@ -102,7 +104,7 @@ def completion_logprobs(model, batch: LossBatch, temperature: float = 1.0, autoc
         out = model(input_ids=input_ids, attention_mask=attn, logits_to_keep=t + 1, output_hidden_states=need_hidden)
     logits = out.logits[:, :-1, :].float() / temperature
     logps = torch.log_softmax(logits, dim=-1).gather(-1, batch.completion_ids.to(device)[..., None]).squeeze(-1)
-    hidden = out.hidden_states[-1][:, -t:, :] if need_hidden else None
+    hidden = out.hidden_states[hidden_layer][:, -t:, :] if need_hidden else None
     return logps, hidden
 
 
@@ -162,7 +164,8 @@ def compute_rewards(trajs: Sequence[Trajectory], reward_fns: Sequence[tuple[Rewa
 def grpo_update(model, optimizer, trajs: Sequence[Trajectory], settings: GRPOSettings, pad_id: int,
                 reward_fns: Sequence[tuple[RewardFn, float]] = (),
                 extra_loss_fns: Sequence[Callable[[object, LossBatch], torch.Tensor]] = (),
-                autocast_dtype: torch.dtype | None = None, need_hidden: bool = False) -> dict[str, float]:
+                autocast_dtype: torch.dtype | None = None, need_hidden: bool = False,
+                hidden_layer: int = -1) -> dict[str, float]:
     """One optimiser step of GRPO on a batch of trajectories (groups of `settings.group_size`
     consecutive trajectories). Gradients are accumulated over micro-batches; the summed loss equals
     the full-batch loss. Returns the step's loss figures."""
@@ -177,8 +180,9 @@ def grpo_update(model, optimizer, trajs: Sequence[Trajectory], settings: GRPOSet
     for s in range(0, n, mb):
         part = list(trajs[s:s + mb])
         batch = make_batch(part, adv[s:s + mb], rewards[s:s + mb], pad_id)
-        logps, hidden = completion_logprobs(model, batch, settings.temperature, autocast_dtype, need_hidden)
-        batch.per_token_logps, batch.hidden_states = logps, hidden
+        logps, hidden = completion_logprobs(model, batch, settings.temperature, autocast_dtype, need_hidden,
+                                            hidden_layer)
+        batch.per_token_logps, batch.hidden_states, batch.hidden_layer = logps, hidden, hidden_layer
         loss = grpo_loss(logps, None, batch.advantages, batch.loss_mask.to(logps.device), settings.loss_type,
                          settings.epsilon_low, settings.epsilon_high, num_items_in_batch=total_items,
                          num_sequences=n)
