@@ -132,12 +132,12 @@ def segment_policy(policy, stop: Sequence[str] = SEGMENT_STOP, max_new_tokens: i
                   use_chat_template=policy.use_chat_template)
 
 
-def opener_rest(agent_text: str, open_tag: str, after: str = "</answer>") -> str:
-    """What is left to write of `open_tag` after the agent's text: the token that closes
-    `</answer>` may already hold the start of the next tag (tokenizers that merge "><"), e.g. a turn
-    ending in "</answer><" needs only "reward>" more. Otherwise the whole tag."""
-    i = agent_text.rfind(after)
-    tail = agent_text[i + len(after):] if i >= 0 else ""
+def opener_rest(agent_text: str, open_tag: str) -> str:
+    """What is left to write of `open_tag` after the agent's text: the token that closed the last
+    tag (`</answer>`, `</confidence>`) may already hold the start of the next one (tokenizers that
+    merge "><"), e.g. a turn ending in "</answer><" needs only "reward>" more. Otherwise the whole
+    tag."""
+    tail = agent_text[agent_text.rfind(">") + 1:]
     if tail and open_tag.startswith(tail):
         return open_tag[len(tail):]
     return open_tag

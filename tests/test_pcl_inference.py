@@ -10,6 +10,7 @@ real rollout) the same model writes it.
 import pytest
 import torch
 
+from agents.calibration import ConfidenceAgent, add_confidence, brier_reward_fn
 from agents.pcl import add_post_completion, parse_self_reward
 from agents.policy import Policy, PolicyAgent
 from agents.rollout import collect_rollouts
@@ -23,6 +24,7 @@ from zerosearch_env.vector_env import SearchVectorEnv
 
 TASK = Task("v1", "Who founded the Velmora Guild?", ("Ansel Quorrin",), kind="single")
 ANSWER = "<answer>Ansel Quorrin</answer>"
+CONFIDENCE = "<confidence>0.9</confidence>"
 SEGMENT = "<reward>0.8</reward>"
 
 
@@ -35,14 +37,18 @@ def trained():
     tok = tiny_tokenizer()
     model = tiny_llama(len(tok), seed=3)
     prompt_ids = tok(build_prompt(TASK.question), add_special_tokens=False)["input_ids"]
-    target = tok(ANSWER + SEGMENT, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    ids = torch.tensor([prompt_ids + target])
-    labels = ids.clone()
-    labels[0, : len(prompt_ids)] = -100
+    calib_ids = tok(build_prompt(TASK.question, calibration=True), add_special_tokens=False)["input_ids"]
+    target = tok(ANSWER + CONFIDENCE + SEGMENT, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    width = max(len(prompt_ids), len(calib_ids)) + len(target)
+    ids = torch.full((2, width), tok.pad_token_id)
+    labels = torch.full((2, width), -100)
+    for i, p in enumerate((prompt_ids, calib_ids)):  # both prompts: plain and calibration mode
+        ids[i, : len(p) + len(target)] = torch.tensor(p + target)
+        labels[i, len(p): len(p) + len(target)] = torch.tensor(target)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
     for _ in range(200):
-        loss = model(input_ids=ids, labels=labels).loss
+        loss = model(input_ids=ids, attention_mask=(labels != -100) | (ids != tok.pad_token_id), labels=labels).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -66,7 +72,7 @@ def _tokens_until_answer_closed(tok, ids) -> int:
 def test_model_would_write_the_segment_without_the_stop(trained):
     model, tok, prompt_ids = trained
     free = _free_continuation(model, tok, prompt_ids)
-    assert tok.decode(free, skip_special_tokens=True) == ANSWER + SEGMENT
+    assert tok.decode(free, skip_special_tokens=True) == ANSWER + CONFIDENCE + SEGMENT
     assert len(free) - _tokens_until_answer_closed(tok, free) >= 3  # the segment costs tokens when generated
 
 
@@ -107,13 +113,29 @@ def test_training_rollout_writes_the_segment(trained):
     (traj,) = collect_rollouts(policy, vec, [TASK], group_size=1, step=0, greedy=True)
     assert traj.info["answered"] and traj.reward == 1.0
     n_before, ends_before = len(traj.completion_ids), list(traj.turn_ends)
+    conf = add_confidence(policy, [traj], greedy=True)
+    assert conf["confidence_parse_rate"] == 1.0 and traj.info["confidence"] == pytest.approx(0.9)
+    assert traj.info["brier"] == pytest.approx(1 - 0.01) and brier_reward_fn([traj]) == [pytest.approx(-0.01)]
+    n_conf = len(traj.completion_ids)
     stats = add_post_completion(policy, [traj], greedy=True)
     assert traj.info["self_reward"] == pytest.approx(0.8) and traj.info["pcl_consistency"] == pytest.approx(0.8)
     assert traj.info["pcl_tokens"] > 0 and stats["pcl_parse_rate"] == 1.0
     assert traj.reward == 1.0  # the environment reward is untouched
     assert traj.turn_ends == ends_before and traj.info["post_answer_start"] == n_before
-    seg_mask = traj.env_mask[n_before:]
+    assert traj.info["pcl_start"] == n_conf
+    seg_mask = traj.env_mask[n_conf:]
     opener = seg_mask.index(1)
     assert opener > 0 and seg_mask[:opener] == [0] * opener and all(seg_mask[opener:])
-    assert tok.decode(traj.completion_ids).endswith(ANSWER + SEGMENT)
-    assert traj.agent_text.endswith("0.8</reward>")
+    assert tok.decode(traj.completion_ids).endswith(ANSWER + CONFIDENCE + SEGMENT)
+    assert traj.agent_text.endswith("0.9</confidence>") or traj.agent_text.endswith("0.8</reward>")
+
+
+def test_confidence_agent_fills_the_env_confidence_and_never_writes_the_segment(trained):
+    model, tok, _ = trained
+    env = SearchEnv(backend=FunctionSearch(_no_search), tasks=[TASK], calibration=True)
+    agent = ConfidenceAgent(PolicyAgent(Policy(model, tok, max_new_tokens=64), greedy=True))
+    obs, info = env.reset(seed=0, options={"task_id": TASK.id})
+    (action,) = agent.act([obs], [info])
+    assert cut_turn(action) == ANSWER and "<reward>" not in action
+    _, reward, term, _, info = env.step(action)
+    assert term and reward == 1.0 and info["confidence"] == pytest.approx(0.9)
