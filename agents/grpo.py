@@ -94,16 +94,28 @@ def make_batch(trajs: Sequence[Trajectory], advantages: torch.Tensor, rewards: t
 def completion_logprobs(model, batch: LossBatch, temperature: float = 1.0, autocast_dtype: torch.dtype | None = None,
                         need_hidden: bool = False, hidden_layer: int = -1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probabilities of the completion tokens under `softmax(logits / temperature)`,
-    as TRL computes them (no position ids: RoPE is relative, so left padding does not matter)."""
+    as TRL computes them (no position ids: RoPE is relative, so left padding does not matter).
+
+    Only positions in `batch.loss_mask` (agent tokens) are scored; the others are 0. The LM head
+    runs on those positions alone, so the [tokens x vocabulary] logits of the environment tokens
+    (most of a search trajectory) are never built: memory and time scale with the agent's tokens.
+    """
     device = next(model.parameters()).device
     input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1).to(device)
     attn = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1).to(device)
     t = batch.completion_ids.size(1)
     ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else torch.autocast(device.type, enabled=False)
+    decoder = model.get_decoder()
+    head = model.get_output_embeddings()
     with ctx:
-        out = model(input_ids=input_ids, attention_mask=attn, logits_to_keep=t + 1, output_hidden_states=need_hidden)
-    logits = out.logits[:, :-1, :].float() / temperature
-    logps = torch.log_softmax(logits, dim=-1).gather(-1, batch.completion_ids.to(device)[..., None]).squeeze(-1)
+        out = decoder(input_ids=input_ids, attention_mask=attn, output_hidden_states=need_hidden)
+        states = out.last_hidden_state[:, -t - 1:-1, :]  # position P-1+j predicts completion token j
+        sel = batch.loss_mask.to(device).bool()
+        logits = head(states[sel])
+    logits = logits.float() / temperature
+    targets = batch.completion_ids.to(device)[sel]
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    logps = torch.zeros(sel.shape, dtype=picked.dtype, device=device).masked_scatter(sel, picked)
     hidden = out.hidden_states[hidden_layer][:, -t:, :] if need_hidden else None
     return logps, hidden
 
