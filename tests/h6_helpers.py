@@ -39,3 +39,17 @@ def tiny_llama(vocab_size: int, seed: int = 0, layers: int = 2):
                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
                       pad_token_id=0, bos_token_id=None, eos_token_id=1, tie_word_embeddings=True)
     return LlamaForCausalLM(cfg)
+
+
+def one_thread():
+    """Generator for an autouse fixture: run a test with one torch thread (tiny tensors gain
+    nothing from more, and a busy 2-core machine makes OpenMP's spin-waits very slow), restoring
+    the previous setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -5,7 +5,9 @@ import torch
 
 from agents.pcl import (build_segment_batch, consistency_reward, parse_self_reward, segment_after_answer,
                         segment_supervised_loss, target_segment)
-from tests.h6_helpers import tiny_llama, tiny_tokenizer
+from tests.h6_helpers import tiny_llama, tiny_tokenizer, one_thread
+
+_single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 @pytest.mark.parametrize("text,value", [

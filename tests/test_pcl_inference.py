@@ -14,7 +14,7 @@ from agents.calibration import ConfidenceAgent, add_confidence, brier_reward_fn
 from agents.pcl import add_post_completion, parse_self_reward
 from agents.policy import Policy, PolicyAgent
 from agents.rollout import collect_rollouts
-from tests.h6_helpers import tiny_llama, tiny_tokenizer
+from tests.h6_helpers import tiny_llama, tiny_tokenizer, one_thread
 from zerosearch_env import SearchEnv
 from zerosearch_env.data.task import Task
 from zerosearch_env.prompts import build_prompt
@@ -26,6 +26,8 @@ TASK = Task("v1", "Who founded the Velmora Guild?", ("Ansel Quorrin",), kind="si
 ANSWER = "<answer>Ansel Quorrin</answer>"
 CONFIDENCE = "<confidence>0.9</confidence>"
 SEGMENT = "<reward>0.8</reward>"
+
+_single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 def _no_search(requests):

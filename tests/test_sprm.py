@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from agents.sprm import (SPRMHead, gather_step_states, head_param_group, scale_grad, select_best, shape_rewards,
                          spr_loss, spr_weights, step_boundaries, step_logits_from_hidden, trajectory_score,
                          trajectory_scores)
-from tests.h6_helpers import tiny_llama, tiny_tokenizer
+from tests.h6_helpers import tiny_llama, tiny_tokenizer, one_thread
+
+_single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 def _bce(x, y):
