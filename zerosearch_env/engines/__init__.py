@@ -11,6 +11,7 @@ _LAZY = {
     "TransformersEngine": "zerosearch_env.engines.transformers_engine",
     "OpenAIEngine": "zerosearch_env.engines.openai_engine",
     "VLLMEngine": "zerosearch_env.engines.vllm_engine",
+    "EngineError": "zerosearch_env.engines.openai_engine",
 }
 __all__ = ["LLMEngine", "Message", "SamplingParams", *_LAZY]
 

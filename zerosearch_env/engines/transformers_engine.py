@@ -153,11 +153,17 @@ class TransformersEngine(LLMEngine):
         return getattr(cfg, "max_position_embeddings", None)
 
     # -- generation -------------------------------------------------------------------------------
-    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams | None = None) -> list[str]:
+    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams | None = None, *,
+                 seeds: Sequence[int] | None = None) -> list[str]:
+        """One completion per conversation, in order. `seeds` (optional, one per conversation)
+        overrides the per-prompt seeds `params.seed + i`, e.g. for a server batching requests that
+        each carry their own seed."""
         params = params or SamplingParams()
         convs = validate_conversations(conversations)
         if not convs:
             return []
+        if seeds is not None and len(seeds) != len(convs):
+            raise ValueError(f"got {len(seeds)} seeds for {len(convs)} conversations")
         if params.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         if params.temperature < 0 or not 0 < params.top_p <= 1:
@@ -178,7 +184,8 @@ class TransformersEngine(LLMEngine):
             try:
                 for start in range(0, len(order), self.max_batch_size):
                     chunk = order[start:start + self.max_batch_size]
-                    texts = self._generate_chunk([encoded[i] for i in chunk], [base_seed + i for i in chunk], params)
+                    row_seeds = [int(seeds[i]) if seeds is not None else base_seed + i for i in chunk]
+                    texts = self._generate_chunk([encoded[i] for i in chunk], row_seeds, params)
                     for i, text in zip(chunk, texts):
                         results[i] = text
             finally:
