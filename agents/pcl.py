@@ -213,3 +213,26 @@ def pcl_reward_fn(trajs: Sequence) -> list[float]:
     """GRPO `reward_fns` plug-in: each trajectory's consistency reward (0 when it wrote no segment,
     i.e. did not answer: the outcome reward already scores that)."""
     return [float((t.info or {}).get("pcl_consistency", 0.0)) for t in trajs]
+
+
+class PCLSupervisedLoss:
+    """Optional supervised PCL loss as a GRPO plug-in (`extra_loss_fns`): cross-entropy of the
+    target segment `<reward>r</reward>` (r = the environment's reward) after each trajectory that
+    wrote a segment, given the trajectory up to where the segment starts. Its own forward pass."""
+
+    def __init__(self, tokenizer, weight: float = 0.1, decimals: int = 1):
+        self.tokenizer = tokenizer
+        self.weight = float(weight)
+        self.decimals = decimals
+        self.__name__ = "pcl_supervised_loss"
+
+    def __call__(self, model, batch) -> torch.Tensor:
+        trajs = [t for t in batch.trajectories if "pcl_start" in (t.info or {})]
+        if not trajs:
+            return torch.zeros((), device=next(model.parameters()).device)
+        contexts = [list(t.prompt_ids) + list(t.completion_ids[: t.info["pcl_start"]]) for t in trajs]
+        rewards = [min(1.0, max(0.0, float(t.reward))) for t in trajs]
+        seg = build_segment_batch(contexts, rewards, self.tokenizer, self.decimals)
+        device = next(model.parameters()).device
+        seg = {k: v.to(device) for k, v in seg.items()}
+        return self.weight * segment_supervised_loss(model, seg)

@@ -417,7 +417,17 @@ class SPRMLoss:
         self.pad_id = pad_id
         self.dynamic = dynamic
         self.last: dict[str, float] = {}
+        # Trajectory scores computed inside the loss, BEFORE the optimiser step that uses this batch:
+        # predictions on rollouts the head has not trained on (held-out), with their labels.
+        self.pre_update_scores: list[float] = []
+        self.pre_update_labels: list[float] = []
         self.__name__ = "sprm_loss"
+
+    def pop_pre_update(self) -> tuple[list[float], list[float]]:
+        """The (scores, labels) recorded since the last call, then forget them."""
+        out = (self.pre_update_scores, self.pre_update_labels)
+        self.pre_update_scores, self.pre_update_labels = [], []
+        return out
 
     def __call__(self, model, batch) -> torch.Tensor:
         trajs = batch.trajectories
@@ -439,6 +449,11 @@ class SPRMLoss:
         with torch.no_grad():
             kept = spr_weights(logits, traj_index, labels.to(logits.device)) > 0
             y = labels.to(logits.device)[traj_index]
+            traj_scores = trajectory_scores(logits, traj_index, len(trajs))
+            for sc, lab in zip(traj_scores.tolist(), labels.tolist()):
+                if math.isfinite(sc):
+                    self.pre_update_scores.append(sc)
+                    self.pre_update_labels.append(lab)
             self.last = {"sprm_loss": float(loss), "sprm_steps": float(logits.numel()), "sprm_kept": float(kept.sum()),
                          "sprm_pos_rate": float(y.mean()),
                          "sprm_acc": float(((logits > 0).float() == y).float().mean())}
