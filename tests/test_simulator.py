@@ -303,3 +303,83 @@ def test_cache_keys_on_mode(tmp_path):
     assert i3[0]["cache"] == "miss" and i3[0]["mode"] == NOISY and not contains_answer(noisy[0], ["Zed"])
     assert len(eng.calls) == 2 and cache.stats()["cache_hits"] == 1 and cache.stats()["noisy"] == 1
     assert sim.identity() == cache.identity() and "sim-v1" in sim.identity() and "seed=0" in sim.identity()
+
+
+# ------------------------------------------------------------------ real transformers engines
+
+def _world_like_requests(n: int, answer: str = "Velmora Quintesse") -> list[SearchRequest]:
+    return [SearchRequest(f"birthplace of person {i}", top_k=2, question=f"Where was person {i} born?",
+                          answers=(answer,), episode_id=f"tiny-{i}") for i in range(n)]
+
+
+def test_gate_repairs_the_garbage_of_a_tiny_random_model(tiny_model_dir):
+    from zerosearch_env.engines import TransformersEngine
+
+    eng = TransformersEngine(tiny_model_dir, dtype="float32")
+    calls = []
+    generate = eng.generate
+    eng.generate = lambda convs, params=None: calls.append(len(convs)) or generate(convs, params)
+    sim = SimulatedSearch(eng, curriculum=Fixed(0.5), seed=3, max_regenerations=1,
+                          sampling=SamplingParams(max_new_tokens=12, seed=0))
+    reqs = _world_like_requests(6)
+    docs, infos = sim.search_with_info(reqs)
+    modes = [i["mode"] for i in infos]
+    assert set(modes) == {USEFUL, NOISY}
+    n_useful = modes.count(USEFUL)
+    assert calls == [6, n_useful]  # one call for all, then one regeneration round for the failing useful ones
+    for d, info in zip(docs, infos):
+        if info["mode"] == USEFUL:  # random weights never write the fictional answer: repaired
+            assert info["gate"] == "repaired" and info["attempts"] == 2 and contains_answer(d, ["Velmora Quintesse"])
+        else:
+            assert info["gate"] == "pass" and info["attempts"] == 1 and not contains_answer(d, ["Velmora Quintesse"])
+        assert 1 <= len(d) <= 2 or (info["mode"] == NOISY and len(d) == 0)
+    s = sim.stats()
+    assert s["repairs"] == n_useful and s["useful_first_pass"] == 0 and s["engine_calls"] == 2
+
+
+def test_from_config_builds_a_cached_simulator(tiny_model_dir, tmp_path):
+    from zerosearch_env import EnvConfig, SearchEnv
+    from zerosearch_env.search import make_backend
+    from zerosearch_env.search.cache import CachedSearch
+
+    opts = {"engine": "transformers", "model": str(tiny_model_dir), "dtype": "float32",
+            "curriculum": {"type": "linear", "p_start": 0.0, "p_end": 1.0, "total_steps": 4}, "seed": 5,
+            "words_per_doc": 8, "max_new_tokens": 8, "max_regenerations": 0, "cache_dir": str(tmp_path / "cache")}
+    cfg = EnvConfig(backend="simulator", backend_options=opts, top_k=2, max_doc_chars=100)
+    backend = make_backend(cfg)
+    assert isinstance(backend, CachedSearch) and isinstance(backend.backend, SimulatedSearch)
+    sim = backend.backend
+    assert (sim.seed, sim.words_per_doc, sim.max_regenerations, sim.max_doc_chars) == (5, 8, 0, 100)
+    assert sim.sampling.max_new_tokens == 8 and "transformers:" in sim.identity()
+    env = SearchEnv(cfg, backend=backend, tasks=[Task("t", "Where was Ana born?", ("Velmora",))])
+    env.reset(seed=1)
+    env.set_training_step(4)
+    obs, _, _, _, info = env.step("<search>Ana birthplace</search>")
+    assert info["search_info"]["mode"] == NOISY and info["search_info"]["cache"] == "miss" and "<information>" in obs
+    assert (tmp_path / "cache" / "search_cache.sqlite").is_file()
+    with pytest.raises(ValueError, match="unknown backend_options"):
+        SimulatedSearch.from_config(cfg.updated(backend_options={**opts, "wrods_per_doc": 3}))
+    with pytest.raises(ValueError, match="unknown simulator engine"):
+        SimulatedSearch.from_config(cfg.updated(backend_options={"engine": "nope"}))
+    with pytest.raises(ValueError, match="base_urls"):
+        SimulatedSearch.from_config(cfg.updated(backend_options={"engine": "openai"}))
+
+
+@pytest.mark.slow
+def test_real_small_model_useful_and_noisy():
+    """The default SmolLM2-135M-Instruct as the simulator on a few world questions."""
+    from zerosearch_env.data import load_tasks
+    from zerosearch_env.engines import TransformersEngine
+
+    tasks = load_tasks("world", "test")[:2]
+    eng = TransformersEngine()
+    for p, mode in ((0.0, USEFUL), (1.0, NOISY)):
+        sim = SimulatedSearch(eng, curriculum=Fixed(p), words_per_doc=20, max_regenerations=1,
+                              sampling=SamplingParams(max_new_tokens=64, seed=0))
+        reqs = [SearchRequest(t.question, question=t.question, answers=t.answers, episode_id=t.id) for t in tasks]
+        docs, infos = sim.search_with_info(reqs)
+        for d, info, t in zip(docs, infos, tasks):
+            assert info["mode"] == mode and info["gate"] in ("pass", "repaired")
+            assert contains_answer(d, t.answers) == (mode == USEFUL)
+            assert all(x.text and len(x.text) <= 600 and x.id.startswith("sim-") for x in d)
+        assert sim.stats()["engine_calls"] <= 2
