@@ -77,6 +77,7 @@ PARSE_CASES = [
     ("1. In 1999. the year\n2. About 3.5 million people.", [(None, "In 1999. the year"), (None, "About 3.5 million people.")]),
     ("```\nDoc 1 (Title: Fenced) body\n```", [("Fenced", "body")]),
     ("just one blob of text", [(None, "just one blob of text")]),
+    ("Doc 1 (Title: <title>) <text>\nDoc 2 (Title: <title>) Real text.", [(None, "Real text.")]),
 ]
 
 

@@ -106,6 +106,7 @@ _TITLE_HASH = re.compile(r"^\s*#{1,6}[ \t]+(?P<t>[^\n]{1,200})\n")
 _BODY_LABEL = re.compile(r"^[\s:\-\u2013\u2014|]*\**(?:text|content|body|snippet)\**\s*:\s*", re.IGNORECASE)
 _LEADING_SEP = re.compile(r"^[\s:\-\u2013\u2014|.]+")
 _PREAMBLE = re.compile(r"^(?:sure|here (?:are|is)|certainly|of course|okay|ok)\b", re.IGNORECASE)
+_PLACEHOLDERS = {"<text>", "<title>", "text", "<title> <text>", "(title: <title>) <text>"}
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*$", re.MULTILINE)
 
 
@@ -190,9 +191,9 @@ def parse_documents(text: str, k: int, query: str = "", max_doc_chars: int = 600
         title, body = _split_title(seg, numbered)
         body = _BODY_LABEL.sub("", _LEADING_SEP.sub("", body), count=1)
         body = _truncate(_clean(body), max_doc_chars)
-        if not body:
-            continue
-        title = _truncate(title, 200) if title else default_title(query)
+        if not body or body.lower() in _PLACEHOLDERS:
+            continue  # empty, or the prompt's format line echoed back
+        title = _truncate(title, 200) if title and title.lower() not in _PLACEHOLDERS else default_title(query)
         docs.append(Document(id=doc_id(title, body), title=title, text=body))
         if len(docs) == k:
             break
