@@ -195,7 +195,7 @@ def grpo_update(model, optimizer, trajs: Sequence[Trajectory], settings: GRPOSet
         logps, hidden = completion_logprobs(model, batch, settings.temperature, autocast_dtype, need_hidden,
                                             hidden_layer)
         batch.per_token_logps, batch.hidden_states, batch.hidden_layer = logps, hidden, hidden_layer
-        loss = grpo_loss(logps, None, batch.advantages, batch.loss_mask.to(logps.device), settings.loss_type,
+        loss = grpo_loss(logps, None, batch.advantages.to(logps.device), batch.loss_mask.to(logps.device), settings.loss_type,
                          settings.epsilon_low, settings.epsilon_high, num_items_in_batch=total_items,
                          num_sequences=n)
         if settings.loss_type == "bnpo":

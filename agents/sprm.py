@@ -458,3 +458,57 @@ class SPRMLoss:
                          "sprm_pos_rate": float(y.mean()),
                          "sprm_acc": float(((logits > 0).float() == y).float().mean())}
         return self.weight * loss
+
+
+def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: int = 0,
+              generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
+              think_paragraphs: bool = True, confidence: bool = False) -> tuple[list, dict]:
+    """Best-of-N with SPRM: sample `n` trajectories per task (`vec_env` holds a multiple of `n`
+    sub-envs), score each with the head, keep the highest-scoring one per task.
+
+    Returns (chosen trajectories, figures): `best_of_1_em` (mean EM over all samples: the
+    expected EM of one sample), `best_of_n_em` (EM of the chosen ones), `pass_at_n` (some sample
+    correct), `first_sample_em`, and `sprm_auroc` (trajectory score vs EM over all samples; None
+    with one class only). With `confidence=True` the policy writes `<confidence>` greedily after
+    each answer first (`agents.calibration.add_confidence`) and `calibration` (ECE/Brier/AUROC of
+    the chosen trajectories' confidences) and `calibration_all_samples` are added.
+    """
+    from agents.calibration import add_confidence, auroc, calibration_report
+    from agents.rollout import collect_rollouts
+
+    if n < 1 or vec_env.num_envs % n:
+        raise ValueError(f"the vector env's {vec_env.num_envs} sub-envs are not a multiple of n={n}")
+    per_chunk = vec_env.num_envs // n
+    tasks = list(tasks)
+    trajs: list = []
+    for s in range(0, len(tasks), per_chunk):
+        real = tasks[s:s + per_chunk]
+        chunk = real + [real[-1]] * (per_chunk - len(real))  # fixed-size vector env: pad, then drop
+        got = collect_rollouts(policy, vec_env, chunk, n, step, generator=generator, salt="best-of")
+        trajs += got[: len(real) * n]
+    if confidence:
+        add_confidence(policy, trajs, greedy=True)
+    scores = score_trajectories(policy.model, head, trajs, policy.tokenizer, think_paragraphs=think_paragraphs,
+                                autocast_dtype=autocast_dtype)
+    em = [1.0 if float(t.info.get("em") or 0.0) >= 1.0 else 0.0 for t in trajs]
+    chosen_idx = select_best(scores, n)
+    chosen = [trajs[i] for i in chosen_idx]
+    groups = [em[g * n:(g + 1) * n] for g in range(len(tasks))]
+    finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
+    figures = {
+        "tasks": len(tasks), "n": n, "trajectories": len(trajs), "correct_samples": int(sum(em)),
+        "best_of_1_em": sum(em) / len(em) if em else 0.0,
+        "best_of_n_em": sum(em[i] for i in chosen_idx) / len(chosen_idx) if chosen_idx else 0.0,
+        "pass_at_n": sum(max(g) for g in groups) / len(groups) if groups else 0.0,
+        "first_sample_em": sum(g[0] for g in groups) / len(groups) if groups else 0.0,
+        "sprm_auroc": auroc([scores[i] for i in finite], [em[i] for i in finite]) if finite else None,
+    }
+    if confidence:
+        for key, pool in (("calibration", chosen), ("calibration_all_samples", trajs)):
+            answered = [t for t in pool if t.info.get("answered")]
+            rep = calibration_report([t.info.get("confidence") for t in answered],
+                                     [float(t.info.get("em") or 0.0) for t in answered])
+            rep.pop("bins", None)
+            figures[key] = rep
+    figures["answer_rate"] = sum(bool(t.info.get("answered")) for t in trajs) / len(trajs) if trajs else 0.0
+    return chosen, figures

@@ -79,7 +79,7 @@ def sft_loss(model, trajs: Sequence[Trajectory], pad_id: int, autocast_dtype: to
     zeros = torch.zeros(len(trajs))
     batch = make_batch(trajs, zeros, zeros, pad_id)
     logps, _ = completion_logprobs(model, batch, 1.0, autocast_dtype)
-    mask = batch.loss_mask.to(logps.dtype)
+    mask = batch.loss_mask.to(device=logps.device, dtype=logps.dtype)
     denom = mask.sum() if num_items is None else torch.as_tensor(float(num_items))
     return -(logps * mask).sum() / denom.clamp(min=1.0)
 

@@ -66,38 +66,15 @@ def _nan_to_none(x):
 
 
 def evaluate_heldout(policy, signals, vec_env, tasks, best_of: int, step: int, generator, autocast) -> dict:
-    """Sample `best_of` trajectories per held-out task; SPRM AUROC, best-of-N, calibration."""
-    from agents.calibration import add_confidence, auroc, calibration_report
-    from agents.rollout import collect_rollouts
-    from agents.sprm import score_trajectories, select_best
+    """Sample `best_of` trajectories per held-out task: SPRM AUROC, best-of-N, calibration."""
+    from agents.sprm import best_of_n
 
-    per_chunk = vec_env.num_envs // best_of
-    trajs = []
-    for s in range(0, len(tasks), per_chunk):
-        chunk = tasks[s:s + per_chunk]
-        if len(chunk) < per_chunk:  # the vector env has a fixed size: pad with repeats, drop them after
-            chunk = chunk + [chunk[-1]] * (per_chunk - len(chunk))
-        got = collect_rollouts(policy, vec_env, chunk, best_of, step, generator=generator, salt="eval")
-        trajs += got[: len(tasks[s:s + per_chunk]) * best_of]
-    add_confidence(policy, trajs, greedy=True)
-    scores = score_trajectories(policy.model, signals.head, trajs, policy.tokenizer, autocast_dtype=autocast)
-    em = [1.0 if float(t.info.get("em") or 0.0) >= 1.0 else 0.0 for t in trajs]
-    ok = [i for i, s in enumerate(scores) if math.isfinite(s)]
-    best = select_best(scores, best_of)
-    groups = [em[g * best_of:(g + 1) * best_of] for g in range(len(tasks))]
-    answered = [t for t in trajs if t.info.get("answered")]
-    calib = calibration_report([t.info.get("confidence") for t in answered], [float(t.info.get("em") or 0.0) for t in answered])
-    calib.pop("bins", None)
-    return {
-        "n_tasks": len(tasks), "n_trajectories": len(trajs), "positives": int(sum(em)),
-        "sprm_auroc": auroc([scores[i] for i in ok], [em[i] for i in ok]),
-        "best_of_1_em": sum(em) / len(em),
-        f"best_of_{best_of}_em": sum(em[i] for i in best) / len(best),
-        f"pass_at_{best_of}": sum(max(g) for g in groups) / len(groups),
-        "first_sample_em": sum(g[0] for g in groups) / len(groups),
-        "answer_rate": len(answered) / len(trajs),
-        "calibration": calib,
-    }
+    _, fig = best_of_n(policy, signals.head, vec_env, tasks, best_of, step, generator, autocast, confidence=True)
+    fig[f"best_of_{best_of}_em"] = fig["best_of_n_em"]
+    fig[f"pass_at_{best_of}"] = fig["pass_at_n"]
+    fig["calibration_chosen"] = fig.pop("calibration")
+    fig["calibration"] = fig.pop("calibration_all_samples")
+    return fig
 
 
 def main(argv=None) -> int:
@@ -144,7 +121,7 @@ def main(argv=None) -> int:
     rng.shuffle(test_tasks)
     test_tasks = test_tasks[: args.test_tasks]
     policy = Policy(model, tok, max_new_tokens=args.max_new_tokens, temperature=1.0, autocast_dtype=autocast)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator(device=device).manual_seed(args.seed)  # multinomial needs one on the device
     figures: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "backend": args.backend}
 
     # ---------------------------------------------------------------- warm-up
