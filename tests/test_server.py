@@ -30,8 +30,7 @@ def _start_serve(*extra: str) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env.pop("ZEROSEARCH_API_KEY", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agents.cli", "serve", "--backend", "tests.serve_backend:KeywordSearch",
-         "--port", str(port), *extra],
+        [sys.executable, "-m", "agents.cli", "serve", "--port", str(port), *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -50,7 +49,7 @@ def _start_serve(*extra: str) -> tuple[subprocess.Popen, str]:
 
 @pytest.fixture(scope="module")
 def server():
-    proc, url = _start_serve("--batch-window-ms", "25", "--max-batch", "64", "-o", "delay_s=0.02",
+    proc, url = _start_serve("--backend", "tests.serve_backend:KeywordSearch", "--batch-window-ms", "25", "--max-batch", "64", "-o", "delay_s=0.02",
                              "--max-body-bytes", "20000", "--max-queries", "32")
     yield url
     proc.terminate()
@@ -194,3 +193,23 @@ def test_backend_failure_is_a_500_with_message():
         r = httpx.post(srv.url + "/retrieve", json={"queries": ["x"]})
         assert r.status_code == 500 and "index is corrupt" in r.json()["detail"]
         assert httpx.post(srv.url + "/retrieve", json={"queries": ["y"]}).status_code == 500  # still serving
+
+
+def test_serve_bm25_world_subprocess():
+    """The real default: `zerosearch serve --backend bm25` over the built-in world."""
+    from zerosearch_env.data.world import generate_world
+
+    task = next(t for t in generate_world(0).split("test") if t.kind == "single")
+    proc, url = _start_serve("--backend", "bm25", "--world-seed", "0")
+    try:
+        proc_args = httpx.get(url + "/health").json()
+        assert proc_args["backend"] == "bm25"
+        r = httpx.post(url + "/retrieve", json={"queries": [task.supporting_titles[0], task.question], "topk": 3,
+                                                "return_scores": True}, timeout=30)
+        assert r.status_code == 200, r.text
+        first, second = r.json()["result"]
+        assert first[0]["document"]["contents"].startswith(f'"{task.supporting_titles[0]}"\n')
+        assert all(isinstance(item["score"], float) for item in first + second)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
