@@ -126,7 +126,8 @@ class Policy:
         self.model.eval()
         try:
             with self._autocast():
-                out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=positions, use_cache=True)
+                out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=positions, use_cache=True,
+                                 logits_to_keep=1)
             past = out.past_key_values
             logits = out.logits[:, -1, :].float()
             next_pos = positions[:, -1:] + 1

@@ -1,0 +1,116 @@
+"""`zerosearch eval`: EM, F1, format compliance, searches per episode and invalid-action rate of a
+policy or a baseline agent on a split, per question kind, with BM25 or the simulator.
+
+    zerosearch eval --checkpoint runs/tiny --backend bm25 --n 300 --output runs/tiny/eval_bm25.json
+    zerosearch eval --base-model --backend simulator --noise 0.5 --n 300 --output base_sim05.json
+    zerosearch eval --agent oracle --backend bm25
+
+Env settings (top_k, max_doc_chars, max_turns) and the simulator's options come from the tiny
+preset, or from --config (a TrainConfig file), so evaluation matches training. Policies decode
+greedily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--checkpoint", default=None, help="a run folder (its checkpoint/) or a model folder")
+    who.add_argument("--base-model", nargs="?", const="", default=None,
+                     help="an untrained model folder (no value: the default small model)")
+    who.add_argument("--agent", choices=("oracle", "closedbook", "random"), default=None, help="a baseline agent")
+    parser.add_argument("--backend", choices=("bm25", "simulator"), default="bm25")
+    parser.add_argument("--noise", type=float, default=0.0, help="simulator: probability of noisy results")
+    parser.add_argument("--split", choices=("train", "test"), default="test")
+    parser.add_argument("--n", type=int, default=300, help="questions (a seeded sample of the split; 0: all)")
+    parser.add_argument("--config", default=None, help="TrainConfig file for env/simulator settings (default: tiny preset)")
+    parser.add_argument("--num-envs", type=int, default=32, help="episodes run side by side")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per agent turn (default: the config's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="write the JSON report here")
+    parser.add_argument("--records", action="store_true", help="include per-question records in the report")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _model_dir(path: str) -> Path:
+    p = Path(path)
+    if (p / "checkpoint" / "config.json").exists():
+        return p / "checkpoint"
+    if (p / "config.json").exists():
+        return p
+    raise FileNotFoundError(f"{path}: neither a model folder nor a run folder with checkpoint/")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.train_config import TrainConfig, preset
+
+    if not 0.0 <= args.noise <= 1.0:
+        print("zerosearch eval: --noise must be in [0, 1]", file=sys.stderr)
+        return 2
+    try:
+        cfg = TrainConfig.load(args.config) if args.config else preset("tiny")
+        model_dir = _model_dir(args.checkpoint) if args.checkpoint else None
+    except (OSError, ValueError) as e:
+        print(f"zerosearch eval: {e}", file=sys.stderr)
+        return 2
+    from agents.evaluate import run_episodes, summarize
+    from zerosearch_env.data import load_tasks
+    from zerosearch_env.vector_env import make_vec
+
+    env = cfg.env
+    if args.backend == "simulator":
+        opts = {**cfg.simulator, "curriculum": float(args.noise)}
+        env = env.updated(backend="simulator", backend_options=opts)
+    else:
+        env = env.updated(backend="bm25", backend_options={})
+    tasks = load_tasks(env.dataset, split=args.split, world_seed=env.world_seed)
+    random.Random(args.seed).shuffle(tasks)
+    if args.n > 0:
+        tasks = tasks[: args.n]
+    vec = make_vec(min(args.num_envs, len(tasks)), env, tasks=tasks)
+
+    if args.agent:
+        from agents.baselines import ClosedBookAgent, OracleAgent, RandomAgent
+
+        all_tasks = load_tasks(env.dataset, split="all", world_seed=env.world_seed)
+        agent = {"oracle": lambda: OracleAgent(tasks), "closedbook": lambda: ClosedBookAgent(all_tasks),
+                 "random": lambda: RandomAgent(seed=args.seed)}[args.agent]()
+        who = args.agent
+    else:
+        from agents.policy import Policy, PolicyAgent
+        from agents.trainer import load_policy_model, resolve_autocast
+
+        path = model_dir if model_dir is not None else (args.base_model or cfg.model)
+        model, tok = load_policy_model(path)
+        model.eval()
+        autocast = resolve_autocast(cfg.precision, next(model.parameters()).device)
+        policy = Policy(model, tok, max_new_tokens=args.max_new_tokens or cfg.grpo.max_new_tokens, autocast_dtype=autocast)
+        agent = PolicyAgent(policy, greedy=True, seed=args.seed)
+        who = f"policy:{path or 'default'}"
+    t0 = time.perf_counter()
+    records = run_episodes(agent, vec, tasks, progress=not args.no_progress)
+    wall = time.perf_counter() - t0
+    summary = summarize(records)
+    report = {"agent": who, "backend": args.backend, "noise": args.noise if args.backend == "simulator" else None,
+              "split": args.split, "n": len(tasks), "wall_s": round(wall, 1), "summary": summary,
+              "env": json.loads(env.model_dump_json())}
+    if args.records:
+        report["records"] = records
+    line = (f"{who} | {args.backend}{'' if args.backend == 'bm25' else f' noise={args.noise}'} | n={len(tasks)} | "
+            f"EM {summary['em']:.3f} F1 {summary['f1']:.3f} format {summary['format_compliance']:.3f} "
+            f"searches/ep {summary['searches_per_episode']:.2f} invalid {summary['invalid_rate']:.3f}")
+    print(line)
+    for kind, s in summary.get("by_kind", {}).items():
+        print(f"  {kind:<11} n={s['n']:<4} EM {s['em']:.3f} format {s['format_compliance']:.3f}")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=1), encoding="utf-8")
+        print(f"report: {args.output}")
+    return 0

@@ -1,0 +1,412 @@
+"""The training run behind `zerosearch train`: warm-up, then GRPO, with checkpoints and curves.
+
+CleanRL-style and linear on purpose:
+
+1. load the policy (default: SmolLM2-135M-Instruct) and pick bf16 autocast only where supported;
+2. warm-up: record oracle episodes with a real backend (BM25), fine-tune on the agent tokens;
+3. GRPO: every step, `prompts_per_step` training questions (in a seeded order) x `group_size`
+   samples are rolled out against the simulator (`vec_env.set_training_step(step)` moves the
+   noise curriculum), rewards -> group advantages -> one `grpo_update` (or TRL's GRPOTrainer with
+   `grpo.trainer: trl`);
+4. every step appends one row to `metrics.jsonl`; `curves.png` is redrawn at each checkpoint;
+   checkpoints (`checkpoint/`: model, tokenizer, optimizer, curriculum state, RNG states, data
+   order position) are written after warm-up, every `checkpoint_every` GRPO steps and at the end.
+   `resume=True` continues from `checkpoint/`: rows after it in `metrics.jsonl` are dropped and
+   recomputed, so a resumed run reproduces an uninterrupted one under deterministic settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from agents.grpo import GRPOSettings, grpo_update
+from agents.policy import Policy
+from agents.rollout import collect_rollouts, trajectory_metrics
+from agents.train_config import TrainConfig
+from agents.warmup import build_oracle_dataset, warmup_epoch_order, warmup_step
+from zerosearch_env.data.task import Task
+
+CHECKPOINT = "checkpoint"
+
+
+# ---------------------------------------------------------------------------------- setup helpers
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def resolve_autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast for `bf16`; for `auto`, only on CUDA with bf16 or a CPU with native bf16."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    from zerosearch_env.models import cpu_supports_bf16
+
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def load_policy_model(path: str | Path | None, device: str | None = None):
+    """(model, tokenizer) from a folder; None -> the default small model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if path is None:
+        from zerosearch_env.models import default_model_path
+
+        path = default_model_path()
+    tok = AutoTokenizer.from_pretrained(str(path))
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(dev), tok
+
+
+def set_trainable(model, top_layers: int | None) -> list[torch.nn.Parameter]:
+    """Train only the top `top_layers` transformer blocks and the final norm (None: everything);
+    returns the trainable parameters. Frozen lower layers skip their backward pass entirely."""
+    params = list(model.parameters())
+    if top_layers is None:
+        for p in params:
+            p.requires_grad_(True)
+        return params
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ValueError("trainable_layers needs a decoder with a `layers` list; use trainable_layers: null")
+    for p in params:
+        p.requires_grad_(False)
+    keep = list(layers[max(0, len(layers) - int(top_layers)):])
+    norm = getattr(decoder, "norm", None)
+    if norm is not None:
+        keep.append(norm)
+    for module in keep:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return [p for p in params if p.requires_grad]
+
+
+def load_hooks(names: Sequence[str], cfg: TrainConfig, model, tokenizer) -> dict:
+    """Resolve `grpo.hooks` ('module:function') into reward_fns / extra_loss_fns / need_hidden."""
+    out: dict[str, Any] = {"reward_fns": [], "extra_loss_fns": [], "need_hidden": False, "hidden_layer": -1}
+    for name in names:
+        mod, _, fn = name.partition(":")
+        if not fn:
+            raise ValueError(f"hook {name!r} must be 'module:function'")
+        got = getattr(importlib.import_module(mod), fn)(cfg, model, tokenizer) or {}
+        out["reward_fns"] += list(got.get("reward_fns", []))
+        out["extra_loss_fns"] += list(got.get("extra_loss_fns", []))
+        out["need_hidden"] = out["need_hidden"] or bool(got.get("need_hidden", False))
+        if "hidden_layer" in got:
+            out["hidden_layer"] = int(got["hidden_layer"])
+    return out
+
+
+def _format_reward_fn(trajs):
+    from zerosearch_env.rewards import format_reward
+
+    return [format_reward([t for t, agent in tr.segments if agent]) for tr in trajs]
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def _rng_state(generator: torch.Generator) -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "generator": generator.get_state()}
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+
+
+def save_checkpoint(out: Path, model, tokenizer, optimizer, state: dict, curriculum, generator) -> Path:
+    """Write `out/checkpoint` atomically (a temporary folder renamed into place)."""
+    tmp = out / f".{CHECKPOINT}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    torch.save({"optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "rng": _rng_state(generator)}, tmp / "trainer.pt")
+    full = {**state, "curriculum": curriculum.state_dict() if curriculum is not None else None}
+    (tmp / "trainer_state.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
+    final = out / CHECKPOINT
+    old = out / f".{CHECKPOINT}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def plot_curves(rows: Sequence[dict], path: Path) -> None:
+    """curves.png: warm-up loss, then per GRPO step reward, EM, noise probability, searches per
+    episode and invalid rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    warm = [r for r in rows if r.get("phase") == "warmup"]
+    grpo = [r for r in rows if r.get("phase") == "grpo"]
+    panels = [("warm-up loss", warm, "loss"), ("reward", grpo, "reward"), ("EM", grpo, "em"),
+              ("noise probability", grpo, "noise_probability"), ("searches / episode", grpo, "searches_per_episode"),
+              ("invalid-action rate", grpo, "invalid_rate")]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, (title, data, key) in zip(axes.ravel(), panels):
+        xs = [r["step"] for r in data if key in r]
+        ys = [r[key] for r in data if key in r]
+        ax.plot(xs, ys, marker="o" if len(xs) < 40 else None, ms=3)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------- the run
+@dataclass
+class TrainResult:
+    output: Path
+    rows: list[dict]
+    wall_s: float
+
+
+def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, resume: bool = False,
+          progress: bool = True, model=None, tokenizer=None, tasks: Sequence[Task] | None = None,
+          backend=None, warmup_backend=None) -> TrainResult:
+    """Run warm-up then GRPO as `cfg` says, into `output`. `max_steps` caps the GRPO steps (the
+    curriculum's horizon stays `cfg.curriculum['total_steps']`). `model`/`tokenizer`/`tasks`/
+    `backend`/`warmup_backend` may be passed in (tests, custom setups); by default they come from
+    the config."""
+    from tqdm.auto import tqdm
+
+    from curricula import from_spec
+    from zerosearch_env.vector_env import make_vec
+
+    t_start = time.perf_counter()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    ckpt = out / CHECKPOINT
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    seed_everything(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    state: dict[str, Any] = {"phase": "warmup", "warmup_step": 0, "grpo_step": 0, "global_step": 0, "data_pos": 0}
+
+    resuming = resume and (ckpt / "trainer_state.json").exists()
+    if resume and not resuming:
+        print(f"zerosearch train: no checkpoint in {out}; starting fresh")
+    if resuming:
+        saved = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+        if saved.get("config") != json.loads(cfg.model_dump_json()):
+            print("zerosearch train: warning: the config differs from the checkpoint's; using the current one")
+        state.update({k: saved[k] for k in ("phase", "warmup_step", "grpo_step", "global_step", "data_pos")})
+        if model is None:
+            model, tokenizer = load_policy_model(ckpt)
+        else:
+            from transformers import AutoModelForCausalLM
+
+            model.load_state_dict(AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32).state_dict())
+    elif model is None:
+        model, tokenizer = load_policy_model(cfg.model)
+    if tokenizer is None:
+        raise ValueError("a tokenizer is needed with the model")
+    tokenizer.padding_side = "left"
+    trainable = set_trainable(model, cfg.trainable_layers)
+    device = next(model.parameters()).device
+    autocast = resolve_autocast(cfg.precision, device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    env_cfg = cfg.env_config()
+    if tasks is None:
+        from zerosearch_env.data import load_tasks
+
+        tasks = load_tasks(env_cfg.dataset, split="train", world_seed=env_cfg.world_seed)
+    tasks = list(tasks)
+    curriculum = from_spec(dict(cfg.curriculum))
+    rows = [r for r in read_metrics(metrics_path) if r.get("step", -1) < state["global_step"]] if resuming else []
+    with open(metrics_path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    config_json = json.loads(cfg.model_dump_json())
+    opt_state = None
+    if resuming:
+        blob = torch.load(ckpt / "trainer.pt", weights_only=False)
+        opt_state = blob["optimizer"]
+        _set_rng_state(blob["rng"], generator)
+        if saved.get("curriculum"):
+            curriculum.load_state_dict(saved["curriculum"])
+
+    def log(row: dict) -> None:
+        rows.append(row)
+        with open(metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def checkpoint(optimizer) -> None:
+        save_checkpoint(out, model, tokenizer, optimizer, {**state, "config": config_json}, curriculum, generator)
+        plot_curves(rows, out / "curves.png")
+
+    policy = Policy(model, tokenizer, max_new_tokens=cfg.grpo.max_new_tokens, temperature=cfg.grpo.temperature,
+                    autocast_dtype=autocast)
+    order_rng = random.Random(cfg.seed)
+    shuffled = list(tasks)
+    order_rng.shuffle(shuffled)
+
+    # ------------------------------------------------------------------ warm-up
+    w = cfg.warmup
+    if state["phase"] == "warmup":
+        if w.enabled and w.num_tasks > 0:
+            wenv_cfg = env_cfg.updated(backend=w.backend, backend_options={})
+            wtasks = shuffled[: w.num_tasks]
+            wvec = make_vec(min(32, len(wtasks)), wenv_cfg, backend=warmup_backend, tasks=tasks)
+            data = build_oracle_dataset(policy, wvec, wtasks)
+            if not data:
+                raise RuntimeError("the oracle solved none of the warm-up questions; check the warm-up backend")
+            order = warmup_epoch_order(len(data), w.epochs, cfg.seed)
+            n_steps = math.ceil(len(order) / w.batch_size)
+            optimizer = torch.optim.AdamW(trainable, lr=w.learning_rate)
+            if opt_state is not None:
+                optimizer.load_state_dict(opt_state)
+                opt_state = None
+            bar = tqdm(total=n_steps, initial=state["warmup_step"], desc="warm-up", disable=not progress)
+            while state["warmup_step"] < n_steps:
+                k = state["warmup_step"]
+                batch = [data[i] for i in order[k * w.batch_size:(k + 1) * w.batch_size]]
+                t0 = time.perf_counter()
+                loss = warmup_step(model, optimizer, batch, pad_id, w.micro_batch_size, w.max_grad_norm, autocast)
+                log({"phase": "warmup", "step": state["global_step"], "warmup_step": k, "loss": loss,
+                     "oracle_trajectories": len(data), "single": sum(t.info.get("kind") == "single" for t in batch),
+                     "multi_hop": sum(t.info.get("kind") != "single" for t in batch),
+                     "seconds": time.perf_counter() - t0})
+                state["warmup_step"] += 1
+                state["global_step"] += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+            bar.close()
+            del optimizer
+        state["phase"] = "grpo"
+        checkpoint(None)
+        opt_state = None
+
+    # ------------------------------------------------------------------ GRPO
+    g = cfg.grpo
+    steps = g.steps if max_steps is None else int(max_steps)
+    if state["grpo_step"] < steps:
+        if g.trainer == "trl":
+            _train_trl(cfg, out, model, tokenizer, tasks, backend, curriculum, steps, state, log, autocast)
+        else:
+            n_envs = g.prompts_per_step * g.group_size
+            vec = make_vec(n_envs, env_cfg, backend=backend, tasks=tasks)
+            optimizer = torch.optim.AdamW(trainable, lr=g.learning_rate)
+            if opt_state is not None:
+                optimizer.load_state_dict(opt_state)
+            hooks = load_hooks(g.hooks, cfg, model, tokenizer)
+            reward_fns = list(hooks["reward_fns"])
+            if g.format_reward_weight > 0:
+                reward_fns.append((_format_reward_fn, g.format_reward_weight))
+            settings = GRPOSettings(group_size=g.group_size, temperature=g.temperature, loss_type=g.loss_type,
+                                    epsilon_low=g.epsilon_low, epsilon_high=g.epsilon_high, scale_rewards=g.scale_rewards,
+                                    micro_batch_size=g.micro_batch_size, max_grad_norm=g.max_grad_norm)
+            bar = tqdm(total=steps, initial=state["grpo_step"], desc="GRPO", disable=not progress)
+            while state["grpo_step"] < steps:
+                step = state["grpo_step"]
+                batch_tasks = []
+                for _ in range(g.prompts_per_step):
+                    batch_tasks.append(shuffled[state["data_pos"] % len(shuffled)])
+                    state["data_pos"] += 1
+                t0 = time.perf_counter()
+                trajs = collect_rollouts(policy, vec, batch_tasks, g.group_size, step, generator=generator,
+                                         max_completion_tokens=g.max_completion_tokens)
+                t1 = time.perf_counter()
+                upd = grpo_update(model, optimizer, trajs, settings, pad_id, reward_fns=reward_fns,
+                                  extra_loss_fns=hooks["extra_loss_fns"], autocast_dtype=autocast,
+                                  need_hidden=hooks["need_hidden"], hidden_layer=hooks["hidden_layer"])
+                t2 = time.perf_counter()
+                row = {"phase": "grpo", "step": state["global_step"], "grpo_step": step,
+                       "noise_probability": float(curriculum.probability(step)), **trajectory_metrics(trajs), **upd,
+                       "rollout_s": t1 - t0, "update_s": t2 - t1}
+                for k, v in (vec.backend.stats() or {}).items():
+                    if isinstance(v, (int, float)):
+                        row[f"gate/{k}"] = float(v)
+                log(row)
+                state["grpo_step"] += 1
+                state["global_step"] += 1
+                bar.update(1)
+                bar.set_postfix(reward=f"{row['reward']:.2f}", em=f"{row['em']:.2f}", p=f"{row['noise_probability']:.2f}")
+                if state["grpo_step"] % cfg.checkpoint_every == 0 or state["grpo_step"] == steps:
+                    checkpoint(optimizer)
+            bar.close()
+    plot_curves(rows, out / "curves.png")
+    if not ckpt.exists():
+        checkpoint(None)
+    return TrainResult(out, rows, time.perf_counter() - t_start)
+
+
+def _train_trl(cfg: TrainConfig, out: Path, model, tokenizer, tasks, backend, curriculum, steps: int, state: dict,
+               log, autocast) -> None:
+    """GRPO with `trl.GRPOTrainer` driving our rollouts (`grpo.trainer: trl`, the GPU path)."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from agents.trl_integration import CurriculumCallback, SearchRollout, env_reward
+
+    g = cfg.grpo
+    env_cfg = cfg.env_config()
+    rollout = SearchRollout(tasks, env_cfg, backend=backend, max_new_tokens=g.max_new_tokens,
+                            max_completion_tokens=g.max_completion_tokens, seed=cfg.seed)
+    cb = CurriculumCallback(rollout, curriculum=curriculum)
+    use_cpu = not torch.cuda.is_available()
+    args = GRPOConfig(
+        output_dir=str(out / "trl"), use_cpu=use_cpu, per_device_train_batch_size=g.prompts_per_step * g.group_size,
+        num_generations=g.group_size, max_steps=steps - state["grpo_step"], learning_rate=g.learning_rate,
+        temperature=g.temperature, loss_type=g.loss_type, epsilon=g.epsilon_low, epsilon_high=g.epsilon_high,
+        scale_rewards=g.scale_rewards, max_grad_norm=g.max_grad_norm, bf16=autocast is torch.bfloat16,
+        logging_steps=1, report_to=[], save_strategy="no", seed=cfg.seed, beta=0.0,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=[env_reward], args=args,
+                          train_dataset=Dataset.from_list(rollout.dataset_rows()), processing_class=tokenizer,
+                          rollout_func=rollout, callbacks=[cb])
+    trainer.train()
+    for h in cb.history:
+        if "loss" not in h:
+            continue
+        step = state["grpo_step"]
+        row = {"phase": "grpo", "step": state["global_step"], "grpo_step": step, "trainer": "trl",
+               "noise_probability": float(curriculum.probability(step))}
+        row.update({k.split("/", 1)[1]: v for k, v in h.items() if k.startswith("rollout/")})
+        row.update({k: v for k, v in h.items() if k.startswith("gate/") or k == "loss"})
+        log(row)
+        state["grpo_step"] += 1
+        state["global_step"] += 1
