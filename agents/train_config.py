@@ -43,7 +43,7 @@ class GRPOConfigModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     trainer: Literal["ours", "trl"] = Field("ours", description="ours: agents/grpo.py loop; trl: trl.GRPOTrainer")
-    steps: int = Field(6, ge=0)
+    steps: int = Field(4, ge=0)
     prompts_per_step: int = Field(2, ge=1)
     group_size: int = Field(4, ge=2)
     learning_rate: float = Field(2e-5, gt=0)
@@ -71,18 +71,18 @@ class TrainConfig(BaseModel):
     model: str | None = None
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast only where the CPU/GPU supports it")
     threads: int | None = Field(None, description="torch CPU threads (None: leave the default)")
-    trainable_layers: int | None = Field(8, ge=1, description=(
+    trainable_layers: int | None = Field(6, ge=1, description=(
         "train only the top N transformer blocks and the final norm (embeddings frozen); None: full fine-tuning"))
     env: EnvConfig = Field(default_factory=lambda: EnvConfig(
         backend="simulator", max_turns=4, top_k=2, max_doc_chars=200, reward="f1"))
     curriculum: dict[str, Any] = Field(default_factory=lambda: {
-        "type": "exponential", "p_start": 0.0, "p_end": 0.5, "total_steps": 6, "base": 4.0})
+        "type": "exponential", "p_start": 0.0, "p_end": 0.5, "total_steps": 4, "base": 4.0})
     simulator: dict[str, Any] = Field(default_factory=lambda: {
         "engine": "transformers", "words_per_doc": 30, "max_new_tokens": 160, "max_regenerations": 1},
         description="backend_options of the simulator (the curriculum is added from `curriculum`)")
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     grpo: GRPOConfigModel = Field(default_factory=GRPOConfigModel)
-    checkpoint_every: int = Field(3, ge=1, description="GRPO steps between checkpoints (also after warm-up and at the end)")
+    checkpoint_every: int = Field(2, ge=1, description="GRPO steps between checkpoints (also after warm-up and at the end)")
     eval_tasks: int = Field(0, ge=0, description="held-out questions evaluated at the end of training (0: none)")
 
     def env_config(self) -> EnvConfig:

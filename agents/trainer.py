@@ -317,6 +317,9 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
             del optimizer
         state["phase"] = "grpo"
         checkpoint(None)
+        if w.enabled and w.num_tasks > 0:  # keep the warmed-up policy for evaluation
+            model.save_pretrained(out / "warmup_model")
+            tokenizer.save_pretrained(out / "warmup_model")
         opt_state = None
 
     # ------------------------------------------------------------------ GRPO

@@ -13,9 +13,12 @@ from tests.train_helpers import TASKS, lookup_backend, tiny_model, tiny_tokenize
 
 
 def length_hook(cfg, model, tokenizer):
-    """A GRPO plug-in (see `grpo.hooks`): reward = agent tokens / 10, so a random tiny model gets
-    nonzero advantages and the resume test covers real optimiser steps."""
-    return {"reward_fns": [(lambda trajs: [sum(t.env_mask) / 10.0 for t in trajs], 1.0)]}
+    """A GRPO plug-in (see `grpo.hooks`): reward = share of even token ids the agent wrote, so a
+    random tiny model gets nonzero advantages and the resume test covers real optimiser steps."""
+    def even_share(trajs):
+        return [sum(i % 2 == 0 for i, m in zip(t.completion_ids, t.env_mask) if m) / max(1, sum(t.env_mask))
+                for t in trajs]
+    return {"reward_fns": [(even_share, 1.0)]}
 
 
 def _cfg(**over) -> TrainConfig:
