@@ -222,14 +222,30 @@ def step_logits_from_hidden(head: SPRMHead, hidden: torch.Tensor, positions: Seq
 
 
 # ----------------------------------------------------------------------------- the loss
-def spr_weights(step_logits: torch.Tensor, step_traj_index: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-step loss weights (no gradient): 0 for steps whose logit disagrees with the label (or
-    is exactly 0); kept steps weighted so that positive and negative kept steps each carry the same
-    total weight (1 / number of classes present), so the weights sum to 1 (or to 0 if none kept)."""
+def spr_weights(step_logits: torch.Tensor, step_traj_index: torch.Tensor, labels: torch.Tensor,
+                keep_all_when_none_agree: bool = True) -> torch.Tensor:
+    """Per-step loss weights (no gradient).
+
+    Dynamic weighting: a step is kept when its logit agrees with its trajectory's label (logit > 0
+    on a correct trajectory, logit < 0 on a wrong one); the others get weight 0 (a logit of exactly
+    0 agrees with nothing). Class balance: the kept positive steps share the same total weight as
+    the kept negative steps (1 / number of classes present), so the weights sum to 1.
+
+    `keep_all_when_none_agree` (default): a class present in the batch with NO agreeing step keeps
+    all its steps instead. Without it the head can collapse onto one label: once every score is
+    above 0.5, no wrong trajectory's step ever agrees, only positives are trained, and the scores
+    run to 1 (seen in a 16-step GRPO run: the mean score went 0.50 -> 0.99).
+    """
     with torch.no_grad():
         y = labels.to(step_logits.device).float()[step_traj_index]
-        pos = (step_logits > 0) & (y > 0.5)
-        neg = (step_logits < 0) & (y <= 0.5)
+        is_pos = y > 0.5
+        pos = (step_logits > 0) & is_pos
+        neg = (step_logits < 0) & ~is_pos
+        if keep_all_when_none_agree:
+            if not pos.any():
+                pos = is_pos
+            if not neg.any():
+                neg = ~is_pos
         n_pos, n_neg = int(pos.sum()), int(neg.sum())
         classes = (n_pos > 0) + (n_neg > 0)
         w = torch.zeros_like(step_logits, dtype=torch.float32)
@@ -241,14 +257,14 @@ def spr_weights(step_logits: torch.Tensor, step_traj_index: torch.Tensor, labels
 
 
 def spr_loss(step_logits: torch.Tensor, step_traj_index: torch.Tensor, labels: torch.Tensor,
-             dynamic: bool = True) -> torch.Tensor:
+             dynamic: bool = True, keep_all_when_none_agree: bool = True) -> torch.Tensor:
     """Self-supervised process reward loss.
 
     `step_logits` [S] are head logits, `step_traj_index` [S] the trajectory of each step and
     `labels` [N] each trajectory's final correctness (1 correct, 0 wrong). Binary cross-entropy of
     every step against its trajectory's label, weighted by `spr_weights` (dynamic=True) or by plain
-    class balance over all steps (dynamic=False). No step kept -> a zero loss still attached to
-    the graph.
+    class balance over all steps (dynamic=False). No step kept (possible only with
+    `keep_all_when_none_agree=False`) -> a zero loss still attached to the graph.
     """
     if step_logits.ndim != 1 or step_traj_index.shape != step_logits.shape:
         raise ValueError("step_logits and step_traj_index must be 1-D tensors of the same length")
@@ -259,7 +275,7 @@ def spr_loss(step_logits: torch.Tensor, step_traj_index: torch.Tensor, labels: t
         raise ValueError("SPRM labels must be 0 or 1")
     y = labels[step_traj_index]
     if dynamic:
-        w = spr_weights(step_logits, step_traj_index, labels)
+        w = spr_weights(step_logits, step_traj_index, labels, keep_all_when_none_agree)
     else:
         w = spr_weights(torch.where(y > 0.5, 1.0, -1.0), step_traj_index, labels)
     bce = F.binary_cross_entropy_with_logits(step_logits.float(), y, reduction="none")

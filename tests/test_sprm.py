@@ -42,9 +42,19 @@ def test_class_balance_with_unequal_counts():
     assert w1.tolist() == pytest.approx([0.5, 0.5, 0.0])
 
 
+def test_a_class_without_agreeing_steps_keeps_all_its_steps():
+    # every score above 0.5: no wrong trajectory's step agrees -> its steps are all kept (no collapse)
+    logits = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    traj = torch.tensor([0, 0, 1, 1])
+    w = spr_weights(logits, traj, torch.tensor([1, 0]))
+    assert w.tolist() == pytest.approx([0.25, 0.25, 0.25, 0.25])
+    strict = spr_weights(logits, traj, torch.tensor([1, 0]), keep_all_when_none_agree=False)
+    assert strict.tolist() == pytest.approx([0.5, 0.5, 0.0, 0.0])
+
+
 def test_no_kept_step_gives_zero_loss_with_graph_and_static_mode_keeps_all():
     logits = torch.tensor([-1.0, 1.0], requires_grad=True)
-    loss = spr_loss(logits, torch.tensor([0, 1]), torch.tensor([1, 0]))
+    loss = spr_loss(logits, torch.tensor([0, 1]), torch.tensor([1, 0]), keep_all_when_none_agree=False)
     assert loss.item() == 0.0
     loss.backward()
     assert logits.grad.abs().sum() == 0

@@ -110,3 +110,38 @@ def test_spr_loss_learns_to_separate_correct_from_wrong_trajectories():
         scores = trajectory_scores(head(h), idx, 200)
     a = auroc(scores.tolist(), y.tolist())
     assert a is not None and a > 0.9 and not math.isnan(a)
+
+
+def test_head_recovers_from_an_all_positive_start():
+    """Start with every score near 1 on data where 3 of 4 trajectories are correct: the strict
+    dynamic rule only ever trains positives and stays collapsed; with the fallback (a class with no
+    agreeing step keeps all its steps) the head learns to separate the classes."""
+    g = torch.Generator().manual_seed(1)
+    dim, steps = 16, 3
+    u = torch.randn(dim, generator=g)
+    u = u / u.norm()
+
+    def make(n):
+        labels = (torch.rand(n, generator=g) < 0.75).float()
+        h = torch.randn(n, steps, dim, generator=g) + 1.5 * (labels * 2 - 1)[:, None, None] * u
+        return h.reshape(n * steps, dim), torch.arange(n).repeat_interleave(steps), labels
+
+    out = {}
+    for fallback in (True, False):
+        torch.manual_seed(0)
+        head = SPRMHead(dim, mlp_size=0)
+        with torch.no_grad():
+            head.net[-1].bias.fill_(4.0)  # collapsed start: sigmoid(4) = 0.98 everywhere
+        opt = torch.optim.Adam(head.parameters(), lr=2e-2)
+        for _ in range(60):
+            h, idx, y = make(64)
+            loss = spr_loss(head(h), idx, y, keep_all_when_none_agree=fallback)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        h, idx, y = make(200)
+        with torch.no_grad():
+            logits = head(h)
+        neg_steps = (y[idx] == 0)
+        out[fallback] = float((logits[neg_steps] < 0).float().mean())  # wrong steps scored below 0.5
+    assert out[True] > 0.8 and out[False] < 0.2
