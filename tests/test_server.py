@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _start_serve(*extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    # one torch thread: on a shared, loaded 2-core machine intra-op thread spinning slows small
+    # models tenfold (the served simulator below); the server itself is single-threaded asyncio
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env.pop("ZEROSEARCH_API_KEY", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "agents.cli", "serve", "--port", str(port), *extra],
@@ -210,6 +212,32 @@ def test_serve_bm25_world_subprocess():
         first, second = r.json()["result"]
         assert first[0]["document"]["contents"].startswith(f'"{task.supporting_titles[0]}"\n')
         assert all(isinstance(item["score"], float) for item in first + second)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_simulator_with_curriculum_and_set_step(tiny_model_dir):
+    """`zerosearch serve --backend simulator`: the curriculum moves with POST /set_step, and the
+    gold answers a trainer may send shape useful (step 0, p=0) vs noisy (step 10, p=1) results."""
+    curriculum = json.dumps({"type": "linear", "p_start": 0.0, "p_end": 1.0, "total_steps": 10})
+    proc, url = _start_serve("--backend", "simulator", "-o", f"model={tiny_model_dir}", "-o", f"curriculum={curriculum}",
+                             "-o", "words_per_doc=8", "-o", "max_regenerations=0", "-o", "max_new_tokens=48",
+                             "--batch-window-ms", "10")
+    try:
+        body = {"queries": ["capital of Ostrand", "Ostrand capital city"], "topk": 2, "return_scores": True,
+                "questions": ["What is the capital of Ostrand?"] * 2, "golden_answers": [["Velmora"], ["Velmora"]]}
+        assert httpx.get(url + "/health").json()["backend_stats"]["p_noisy"] == 0.0
+        useful = httpx.post(url + "/retrieve", json=body, timeout=120).json()["result"]
+        assert len(useful) == 2 and all(1 <= len(lst) <= 2 for lst in useful)
+        assert all(any("Velmora" in item["document"]["contents"] for item in lst) for lst in useful)
+
+        r = httpx.post(url + "/set_step", json={"step": 10}, timeout=30)
+        assert r.status_code == 200 and r.json()["backend_stats"]["p_noisy"] == 1.0
+        noisy = httpx.post(url + "/retrieve", json=body, timeout=120).json()["result"]
+        assert not any("Velmora" in item["document"]["contents"] for lst in noisy for item in lst)
+        stats = httpx.get(url + "/health").json()
+        assert stats["backend_stats"]["training_step"] == 10 and stats["stats"]["backend_calls"] == 2
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -86,6 +86,9 @@ def load_policy_agent(spec: str, max_new_tokens: int = 96):
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
         tok_path = folder
     tokenizer = AutoTokenizer.from_pretrained(str(tok_path))
+    tokenizer.padding_side = "left"  # batched generation pads on the left
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     agent = PolicyAgent(Policy(model, tokenizer, max_new_tokens=max_new_tokens), greedy=True)
     agent.name = f"policy:{spec}"
