@@ -100,3 +100,20 @@ def test_cli_compare_writes_json_and_png(tmp_path, capsys):
     assert (out / "compare.png").exists()
     assert main(["compare", "--backends", "sim:7", "--out", str(out)]) == 2
     assert main(["compare", "--agent", str(tmp_path / "missing"), "--backends", "bm25", "--out", str(out)]) == 2
+
+
+def test_compare_simulator_noise_levels_tiny_model(world, tiny_model_dir, tmp_path):
+    """The simulator (tiny random model, so the gate's repair writes the useful answers) at p=0 and
+    p=1: the oracle reads the answer at p=0 and never at p=1."""
+    tasks = [t for t in world.split("test") if t.kind == "single"][:6]
+    report = compare(OracleAgent(world.tasks), tasks, parse_backend_specs("sim:0,sim:1"),
+                     EnvConfig(split="test", max_turns=3, top_k=2), env_tasks=world.tasks, num_envs=6,
+                     simulator_options={"model": str(tiny_model_dir), "words_per_doc": 6, "max_regenerations": 0},
+                     progress=False)
+    p0, p1 = report["rows"]
+    assert (p0["noise"], p1["noise"]) == (0.0, 1.0)
+    assert p0["answer_in_results"] == 1.0 and p0["em"] == 1.0
+    assert p1["answer_in_results"] == 0.0 and p1["em"] == 0.0
+    assert p0["usd_per_1k_searches"] > 0 and "GPU-hour" in p0["cost_basis"]
+    assert p0["backend_calls"] <= p0["searches"]
+    assert save_report(report, tmp_path)["png"].exists()
