@@ -31,49 +31,18 @@ import json
 import math
 from collections import deque
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from agents.calibration import add_confidence, auroc, brier_reward_fn, calibration_report
 from agents.monitors import CollapseMonitor, TrajectorySummary
 from agents.pcl import PCLSupervisedLoss, add_post_completion, pcl_reward_fn
-from agents.sprm import DEFAULT_GRAD_SCALE, SPRMHead, SPRMLoss, head_param_group, score_trajectories
+from agents.signals_config import SignalsConfig
+from agents.sprm import SPRMHead, SPRMLoss, head_param_group, score_trajectories
 from zerosearch_env.protocol import parse_action
 
 SIGNALS_FILE = "signals_state.json"
-
-
-class SignalsConfig(BaseModel):
-    """Which self-supervised signals a training run uses (all off except the monitors)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    sprm: bool = False
-    sprm_weight: float = Field(1.0, ge=0)
-    sprm_grad_scale: float = Field(DEFAULT_GRAD_SCALE, ge=0)
-    sprm_lr: float = Field(1e-3, gt=0)
-    sprm_mlp_size: int = Field(128, ge=0)
-    sprm_think_paragraphs: bool = True
-    sprm_label: str = "em"
-    sprm_dynamic: bool = True
-    sprm_shaping_weight: float = 0.0
-    sprm_auroc_window: int = Field(10, ge=1)
-
-    pcl: bool = False
-    pcl_weight: float = 0.5
-    pcl_mode: Literal["abs", "sq"] = "abs"
-    pcl_max_tokens: int = Field(12, ge=2)
-    pcl_missing_penalty: float = -1.0
-    pcl_sft_weight: float = Field(0.0, ge=0)
-
-    brier: bool = False
-    brier_weight: float = 1.0
-    confidence_max_tokens: int = Field(8, ge=2)
-
-    monitors: bool = True
-    monitor_window: int = Field(8, ge=2)
 
 
 def summarize_for_monitor(traj) -> TrajectorySummary:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.signals_config import SignalsConfig
 from zerosearch_env.config import EnvConfig
 
 
@@ -70,7 +71,10 @@ class TrainConfig(BaseModel):
     seed: int = 0
     model: str | None = None
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast only where the CPU/GPU supports it")
-    threads: int | None = Field(None, description="torch CPU threads (None: leave the default)")
+    threads: int | None = Field(1, ge=1, description=(
+        "torch CPU threads (None: torch's default). 1 for the tiny preset: on a shared 2-core machine OpenMP "
+        "threads stall at barriers whenever another process holds a core (a tiny forward pass measured 14x "
+        "slower with 2 threads than with 1 under load)"))
     trainable_layers: int | None = Field(6, ge=1, description=(
         "train only the top N transformer blocks and the final norm (embeddings frozen); None: full fine-tuning"))
     env: EnvConfig = Field(default_factory=lambda: EnvConfig(
@@ -82,6 +86,9 @@ class TrainConfig(BaseModel):
         description="backend_options of the simulator (the curriculum is added from `curriculum`)")
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     grpo: GRPOConfigModel = Field(default_factory=GRPOConfigModel)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig, description=(
+        "self-supervised signals of our GRPO loop (agents/signals.py): SPRM, PCL, Brier reward (needs "
+        "env.calibration), collapse monitors; all off but the monitors"))
     checkpoint_every: int = Field(2, ge=1, description="GRPO steps between checkpoints (also after warm-up and at the end)")
     eval_tasks: int = Field(0, ge=0, description="held-out questions evaluated at the end of training (0: none)")
 
@@ -122,7 +129,7 @@ def preset(name: str) -> TrainConfig:
         return TrainConfig(preset="tiny")
     if name == "gpu":
         return TrainConfig(
-            preset="gpu", model="Qwen/Qwen2.5-3B-Instruct", precision="bf16", trainable_layers=None,
+            preset="gpu", model="Qwen/Qwen2.5-3B-Instruct", precision="bf16", trainable_layers=None, threads=None,
             env=EnvConfig(backend="simulator", max_turns=5, top_k=5, max_doc_chars=600, reward="f1"),
             curriculum={"type": "exponential", "p_start": 0.0, "p_end": 0.5, "total_steps": 200, "base": 4.0},
             simulator={"engine": "openai", "model": "Qwen/Qwen2.5-14B-Instruct",

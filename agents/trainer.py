@@ -181,7 +181,15 @@ def plot_curves(rows: Sequence[dict], path: Path) -> None:
     panels = [("warm-up loss", warm, "loss"), ("reward", grpo, "reward"), ("EM", grpo, "em"),
               ("noise probability", grpo, "noise_probability"), ("searches / episode", grpo, "searches_per_episode"),
               ("invalid-action rate", grpo, "invalid_rate")]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    signal_rows = any("entropy_mean" in r or "sprm_auroc_window" in r for r in grpo)
+    if signal_rows:  # agents.signals: collapse monitors, SPRM held-out AUROC, calibration / PCL
+        panels += [("SPRM AUROC (held-out window)", grpo, "sprm_auroc_window"), ("ECE of confidences", grpo, "calib_ece")]
+    fig, axes = plt.subplots(3 if signal_rows else 2, 3, figsize=(13, 10.5 if signal_rows else 7))
+    if signal_rows:
+        from agents.monitors import plot_monitor_curves
+
+        plot_monitor_curves(axes[2, 2], grpo)
+        axes[2, 2].grid(alpha=0.3)
     for ax, (title, data, key) in zip(axes.ravel(), panels):
         xs = [r["step"] for r in data if key in r]
         ys = [r[key] for r in data if key in r]
@@ -273,8 +281,12 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
         with open(metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
+    signals = None  # agents.signals.SelfSignals of the GRPO phase (SPRM head, monitors), saved with checkpoints
+
     def checkpoint(optimizer) -> None:
-        save_checkpoint(out, model, tokenizer, optimizer, {**state, "config": config_json}, curriculum, generator)
+        final = save_checkpoint(out, model, tokenizer, optimizer, {**state, "config": config_json}, curriculum, generator)
+        if signals is not None:
+            signals.save(final)
         plot_curves(rows, out / "curves.png")
 
     policy = Policy(model, tokenizer, max_new_tokens=cfg.grpo.max_new_tokens, temperature=cfg.grpo.temperature,
@@ -327,15 +339,28 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
     steps = g.steps if max_steps is None else int(max_steps)
     if state["grpo_step"] < steps:
         if g.trainer == "trl":
+            if cfg.signals.sprm or cfg.signals.pcl or cfg.signals.brier:
+                raise ValueError("signals sprm/pcl/brier run in our GRPO loop only: set grpo.trainer: ours")
             _train_trl(cfg, out, model, tokenizer, tasks, backend, curriculum, steps, state, log, autocast)
         else:
             n_envs = g.prompts_per_step * g.group_size
             vec = make_vec(n_envs, env_cfg, backend=backend, tasks=tasks)
             optimizer = torch.optim.AdamW(trainable, lr=g.learning_rate)
+            from agents.signals import SIGNALS_FILE, SelfSignals
+
+            signals = SelfSignals(cfg.signals, model, tokenizer, calibration=env_cfg.calibration)
+            for group in signals.param_groups():  # the SPRM head's own group, before loading optimizer state
+                optimizer.add_param_group(group)
+            if resuming and (ckpt / SIGNALS_FILE).exists():
+                signals.load(ckpt)
             if opt_state is not None:
                 optimizer.load_state_dict(opt_state)
             hooks = load_hooks(g.hooks, cfg, model, tokenizer)
-            reward_fns = list(hooks["reward_fns"])
+            sig_kwargs = signals.grpo_kwargs()
+            if sig_kwargs and not hooks["need_hidden"]:
+                hooks["need_hidden"], hooks["hidden_layer"] = True, sig_kwargs["hidden_layer"]
+            hooks["extra_loss_fns"] = list(hooks["extra_loss_fns"]) + signals.extra_loss_fns()
+            reward_fns = list(hooks["reward_fns"]) + signals.reward_fns()
             if g.format_reward_weight > 0:
                 reward_fns.append((_format_reward_fn, g.format_reward_weight))
             settings = GRPOSettings(group_size=g.group_size, temperature=g.temperature, loss_type=g.loss_type,
@@ -351,6 +376,7 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
                 t0 = time.perf_counter()
                 trajs = collect_rollouts(policy, vec, batch_tasks, g.group_size, step, generator=generator,
                                          max_completion_tokens=g.max_completion_tokens)
+                sig_row = signals.after_rollout(policy, trajs, generator)  # confidence / PCL segments (training only)
                 t1 = time.perf_counter()
                 upd = grpo_update(model, optimizer, trajs, settings, pad_id, reward_fns=reward_fns,
                                   extra_loss_fns=hooks["extra_loss_fns"], autocast_dtype=autocast,
@@ -358,7 +384,7 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
                 t2 = time.perf_counter()
                 row = {"phase": "grpo", "step": state["global_step"], "grpo_step": step,
                        "noise_probability": float(curriculum.probability(step)), **trajectory_metrics(trajs), **upd,
-                       "rollout_s": t1 - t0, "update_s": t2 - t1}
+                       "rollout_s": t1 - t0, "update_s": t2 - t1, **sig_row, **signals.step_metrics(step, trajs)}
                 for k, v in (vec.backend.stats() or {}).items():
                     if isinstance(v, (int, float)):
                         row[f"gate/{k}"] = float(v)

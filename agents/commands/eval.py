@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, help="write the JSON report here")
     parser.add_argument("--records", action="store_true", help="include per-question records in the report")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--best-of", type=int, default=1, help=(
+        "N > 1: also sample N trajectories per question and keep the one the checkpoint's SPRM head scores "
+        "highest (a run trained with signals.sprm); reports best-of-N vs best-of-1 EM and SPRM AUROC"))
+    parser.add_argument("--calibration", action="store_true", help=(
+        "ask for <confidence>q</confidence> after the answer; the report adds ECE (10 bins), Brier score "
+        "and AUROC of confidence vs EM"))
 
 
 def _model_dir(path: str) -> Path:
@@ -54,12 +60,20 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.noise <= 1.0:
         print("zerosearch eval: --noise must be in [0, 1]", file=sys.stderr)
         return 2
+    if args.best_of < 1 or (args.best_of > 1 and not args.checkpoint):
+        print("zerosearch eval: --best-of N needs N >= 1, and N > 1 needs --checkpoint of a run trained with "
+              "signals.sprm (its SPRM head ranks the samples)", file=sys.stderr)
+        return 2
     try:
         cfg = TrainConfig.load(args.config) if args.config else preset("tiny")
         model_dir = _model_dir(args.checkpoint) if args.checkpoint else None
     except (OSError, ValueError) as e:
         print(f"zerosearch eval: {e}", file=sys.stderr)
         return 2
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     from agents.evaluate import run_episodes, summarize
     from zerosearch_env.data import load_tasks
     from zerosearch_env.vector_env import make_vec
@@ -70,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         env = env.updated(backend="simulator", backend_options=opts)
     else:
         env = env.updated(backend="bm25", backend_options={})
+    if args.calibration:
+        env = env.updated(calibration=True)
     tasks = load_tasks(env.dataset, split=args.split, world_seed=env.world_seed)
     random.Random(args.seed).shuffle(tasks)
     if args.n > 0:
@@ -93,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         autocast = resolve_autocast(cfg.precision, next(model.parameters()).device)
         policy = Policy(model, tok, max_new_tokens=args.max_new_tokens or cfg.grpo.max_new_tokens, autocast_dtype=autocast)
         agent = PolicyAgent(policy, greedy=True, seed=args.seed)
+        if env.calibration:  # generation stops at </answer>: the confidence is a short continuation
+            from agents.calibration import ConfidenceAgent
+
+            agent = ConfidenceAgent(agent)
         who = f"policy:{path or 'default'}"
     t0 = time.perf_counter()
     records = run_episodes(agent, vec, tasks, progress=not args.no_progress)
@@ -101,6 +121,36 @@ def run(args: argparse.Namespace) -> int:
     report = {"agent": who, "backend": args.backend, "noise": args.noise if args.backend == "simulator" else None,
               "split": args.split, "n": len(tasks), "wall_s": round(wall, 1), "summary": summary,
               "env": json.loads(env.model_dump_json())}
+    if env.calibration or any(r.get("confidence") is not None for r in records):
+        from agents.calibration import calibration_report
+
+        answered = [r for r in records if r.get("answer") is not None]
+        report["calibration"] = calibration_report([r.get("confidence") for r in answered],
+                                                   [float(r["em"]) for r in answered])
+    if args.best_of > 1:
+        import torch
+
+        from agents.sprm import SPRMHead, best_of_n
+
+        try:
+            head = SPRMHead.load(model_dir).to(next(model.parameters()).device)
+        except FileNotFoundError as e:
+            print(f"zerosearch eval: {e}", file=sys.stderr)
+            return 2
+        sampler = Policy(model, tok, max_new_tokens=args.max_new_tokens or cfg.grpo.max_new_tokens,
+                         temperature=cfg.grpo.temperature, autocast_dtype=autocast)
+        per = max(1, args.num_envs // args.best_of)
+        bvec = make_vec(per * args.best_of, env, tasks=tasks)
+        device = next(model.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(args.seed)
+        _, fig = best_of_n(sampler, head, bvec, tasks, args.best_of, step=0, generator=gen, autocast_dtype=autocast,
+                           confidence=env.calibration)
+        report["best_of"] = fig
+        print(f"best-of-{args.best_of} (SPRM) EM {fig['best_of_n_em']:.3f} | best-of-1 EM {fig['best_of_1_em']:.3f} | "
+              f"pass@{args.best_of} {fig['pass_at_n']:.3f} | SPRM AUROC {fig['sprm_auroc']}")
+    if "calibration" in report:
+        c = report["calibration"]
+        print(f"calibration: ECE {c['ece']} Brier {c['brier']} AUROC {c['auroc']} (stated {c['stated']}/{c['n']})")
     if args.records:
         report["records"] = records
     line = (f"{who} | {args.backend}{'' if args.backend == 'bm25' else f' noise={args.noise}'} | n={len(tasks)} | "

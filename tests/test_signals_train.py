@@ -1,0 +1,90 @@
+"""The trainer with every self-supervised signal on: rows, checkpointed SPRM head, resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.signals import SIGNALS_FILE
+from agents.sprm import HEAD_FILE, SPRMHead
+from agents.train_config import TrainConfig
+from agents.trainer import train
+from tests.h6_helpers import one_thread
+from tests.train_helpers import TASKS, lookup_backend, tiny_model, tiny_tokenizer
+
+_single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+
+
+def _cfg() -> TrainConfig:
+    return TrainConfig.model_validate({
+        "preset": "tiny", "seed": 3, "trainable_layers": 1, "precision": "fp32", "checkpoint_every": 1,
+        "env": {"backend": "simulator", "max_turns": 2, "top_k": 1, "max_doc_chars": 120, "calibration": True},
+        "curriculum": {"type": "constant", "p": 0.0},
+        "warmup": {"enabled": False},
+        "grpo": {"steps": 2, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 8, "micro_batch_size": 2,
+                 "learning_rate": 1e-3},
+        "signals": {"sprm": True, "sprm_mlp_size": 8, "pcl": True, "brier": True, "monitor_window": 2},
+    })
+
+
+def _run(out, max_steps, resume=False):
+    return train(_cfg(), out, max_steps=max_steps, resume=resume, progress=False, model=tiny_model(seed=5),
+                 tokenizer=tiny_tokenizer(), tasks=TASKS, backend=lookup_backend(), warmup_backend=lookup_backend())
+
+
+def test_trainer_with_signals_logs_saves_and_resumes(tmp_path):
+    full = _run(tmp_path / "full", 2)
+    rows = [r for r in full.rows if r["phase"] == "grpo"]
+    assert len(rows) == 2
+    for key in ("entropy_mean", "unique_answers", "collapse_warning", "sprm_loss", "sprm_auroc_window",
+                "confidence_segments", "pcl_segments"):
+        assert all(key in r for r in rows), key
+    ckpt = tmp_path / "full" / "checkpoint"
+    assert (ckpt / HEAD_FILE).exists() and (ckpt / SIGNALS_FILE).exists()
+    SPRMHead.load(ckpt)
+    assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
+
+    _run(tmp_path / "part", 1)
+    resumed = _run(tmp_path / "part", 2, resume=True)
+    a, b = rows[1], [r for r in resumed.rows if r["phase"] == "grpo"][1]
+    for k in ("reward", "loss", "extra_loss", "sprm_loss", "entropy_mean"):
+        assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (k, a[k], b[k])
+
+
+def test_trl_trainer_refuses_signals():
+    cfg = _cfg()
+    cfg.grpo.trainer = "trl"
+    with pytest.raises(ValueError, match="ours"):
+        train(cfg, "/tmp/unused-h6", max_steps=1, progress=False, model=tiny_model(seed=5), tokenizer=tiny_tokenizer(),
+              tasks=TASKS, backend=lookup_backend(), warmup_backend=lookup_backend())
+
+
+def test_cli_eval_best_of_and_calibration(tmp_path):
+    import json
+
+    from agents.cli import main
+
+    model_dir = tmp_path / "tiny-model"
+    tiny_model(seed=1).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    cfg = {"preset": "tiny", "model": str(model_dir), "trainable_layers": None, "precision": "fp32",
+           "env": {"backend": "bm25", "max_turns": 2, "top_k": 1, "max_doc_chars": 100, "calibration": True},
+           "warmup": {"enabled": False},
+           "grpo": {"steps": 1, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 6},
+           "signals": {"sprm": True, "sprm_mlp_size": 8, "brier": True}}
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--output", str(out), "--no-progress"]) == 0
+    report = tmp_path / "report.json"
+    assert main(["eval", "--checkpoint", str(out), "--config", str(path), "--backend", "bm25", "--n", "3",
+                 "--max-new-tokens", "6", "--best-of", "2", "--num-envs", "4", "--calibration",
+                 "--output", str(report), "--no-progress"]) == 0
+    rep = json.loads(report.read_text())
+    assert rep["best_of"]["n"] == 2 and rep["best_of"]["trajectories"] == 6
+    assert {"best_of_1_em", "best_of_n_em", "pass_at_n", "sprm_auroc"} <= set(rep["best_of"])
+    assert rep["env"]["calibration"] is True
+    # a checkpoint without an SPRM head, or --best-of without a checkpoint: clear errors, exit 2
+    assert main(["eval", "--agent", "oracle", "--config", str(path), "--n", "2", "--best-of", "2"]) == 2
+    (out / "checkpoint" / "sprm_head.pt").unlink()
+    assert main(["eval", "--checkpoint", str(out), "--config", str(path), "--n", "2", "--best-of", "2",
+                 "--max-new-tokens", "4", "--no-progress"]) == 2
