@@ -16,7 +16,7 @@ _single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 def _cfg() -> TrainConfig:
     return TrainConfig.model_validate({
-        "preset": "tiny", "seed": 3, "trainable_layers": 1, "precision": "fp32", "checkpoint_every": 1,
+        "preset": "tiny", "seed": 3, "trainable_layers": 1, "precision": "fp32", "checkpoint_every": 10,
         "env": {"backend": "simulator", "max_turns": 2, "top_k": 1, "max_doc_chars": 120, "calibration": True},
         "curriculum": {"type": "constant", "p": 0.0},
         "warmup": {"enabled": False},
