@@ -3,15 +3,17 @@
 Phases, each against a fresh `zerosearch serve` subprocess on 127.0.0.1:
   1. bm25 with micro-batching (window --window-ms, up to 64 queries per backend call)
   2. bm25 without it (--max-batch 1: one backend call per request), the side-by-side baseline
-  3. the simulator (the default small model on CPU unless --sim-option says otherwise), where
-     micro-batching matters most: many clients, few LLM batches
+  3. the simulator, where micro-batching matters most (many clients, few LLM batches), once per
+     --sim-models entry: "tiny" (a random 2-layer Llama with the small model's tokenizer, built
+     here: fast, shows many batching rounds), "default" (the small model) or a model folder
 
 Each client loops: POST one query in the Search-R1 schema, wait for the answer, repeat, until T
 seconds have passed or it has sent --max-requests-per-client. Reported per phase: requests,
 errors (must be 0), requests/s, p50/p99 latency, and the server's backend calls for its requests.
 The last line is a JSON object of the figures.
 
-    python benchmarks/serve_load.py --clients 32 --seconds 10 --sim-clients 16 --sim-seconds 30
+    python benchmarks/serve_load.py --clients 32 --seconds 10 --sim-clients 16 --sim-seconds 30 \
+        --sim-models tiny,default
 """
 
 from __future__ import annotations
@@ -177,6 +179,27 @@ def phase(name: str, serve_args: list[str], queries: list[str], clients: int, se
     return out
 
 
+def tiny_model(folder: Path) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 64) with the small model's tokenizer, saved once."""
+    if (folder / "config.json").exists():
+        return folder
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from zerosearch_env.models import default_model_path
+
+    tok = AutoTokenizer.from_pretrained(default_model_path())
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    LlamaForCausalLM(cfg).save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=32)
@@ -188,6 +211,7 @@ def main() -> int:
     ap.add_argument("--sim-window-ms", type=float, default=20.0)
     ap.add_argument("--sim-option", action="append", default=["words_per_doc=20", "max_regenerations=0"],
                     help="simulator backend option KEY=VALUE (repeatable)")
+    ap.add_argument("--sim-models", default="tiny", help="comma-separated: tiny, default, or model folders")
     ap.add_argument("--skip-sim", action="store_true")
     args = ap.parse_args()
     if args.clients < 1 or args.seconds <= 0 or args.seconds > 300 or args.sim_seconds > 600:
@@ -207,13 +231,22 @@ def main() -> int:
     figures["bm25_batched_over_unbatched_rps"] = batched["rps"] / unbatched["rps"] if unbatched["rps"] else None
     figures["bm25_calls_per_request"] = batched["backend_calls"] / batched["server_requests"] if batched["server_requests"] else None
     if not args.skip_sim:
-        sim_args = ["--backend", "simulator", "--batch-window-ms", str(args.sim_window_ms), "--max-batch", "64"]
-        for opt in args.sim_option:
-            sim_args += ["-o", opt]
-        sim = phase("simulator", sim_args, queries, args.sim_clients, args.sim_seconds, args.max_requests_per_client)
-        for key in ("rps", "p50_ms", "p99_ms", "errors", "requests", "backend_calls", "largest_batch"):
-            figures[f"sim_{key}"] = sim[key]
-        figures["sim_requests_per_backend_call"] = sim["queries_per_backend_call"]
+        from zerosearch_env.search.dense import cache_root
+
+        for model in [m.strip() for m in args.sim_models.split(",") if m.strip()]:
+            sim_args = ["--backend", "simulator", "--batch-window-ms", str(args.sim_window_ms), "--max-batch", "64"]
+            if model == "tiny":
+                sim_args += ["-o", f"model={tiny_model(cache_root() / 'bench-tiny-llama')}"]
+            elif model != "default":
+                sim_args += ["-o", f"model={model}"]
+            for opt in args.sim_option:
+                sim_args += ["-o", opt]
+            tag = model if model in ("tiny", "default") else "custom"
+            sim = phase(f"simulator {tag}", sim_args, queries, args.sim_clients, args.sim_seconds,
+                        args.max_requests_per_client)
+            for key in ("rps", "p50_ms", "p99_ms", "errors", "requests", "backend_calls", "largest_batch"):
+                figures[f"sim_{tag}_{key}"] = sim[key]
+            figures[f"sim_{tag}_requests_per_backend_call"] = sim["queries_per_backend_call"]
     figures["clients"] = args.clients
     figures["seconds"] = args.seconds
     figures["total_errors"] = sum(v for k, v in figures.items() if k.endswith("errors") and isinstance(v, int))
