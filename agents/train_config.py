@@ -1,10 +1,13 @@
 """`TrainConfig`: every hyperparameter of `zerosearch train`, with the presets `tiny` and `gpu`.
 
-- `tiny` (the embedded default, runs on a 2-core CPU in minutes): SmolLM2-135M-Instruct policy
-  (full fine-tuning, bf16 autocast only where the CPU has native bf16), the same small model as the
-  simulator (a separate frozen copy), the built-in fictional world, the exponential (ZeroSearch)
-  curriculum, a supervised warm-up on oracle trajectories (BM25, single-hop and two-hop), then GRPO
-  with our minimal loop (`trainer: ours`; TRL's GRPOTrainer is ~5x slower per step on CPU).
+- `tiny` (the embedded default, sized for a shared 2-core CPU): SmolLM2-135M-Instruct policy
+  (the top 6 of 30 blocks trained, `trainable_layers: null` for full fine-tuning; bf16 autocast only
+  where the CPU has native bf16; one torch thread), the same small model as the simulator (a
+  separate frozen copy), the built-in fictional world (k = 2 documents of <= 200 characters, 4
+  turns), the exponential (ZeroSearch) curriculum 0 -> 0.5, a supervised warm-up on 64 oracle
+  trajectories x 2 epochs (BM25, single-hop and multi-hop), then 4 GRPO steps of 2 questions x 4
+  samples with our minimal loop (`trainer: ours`; `trainer: trl` runs TRL's GRPOTrainer on the same
+  rollouts).
 - `gpu` (documented, not run here): ZeroSearch-style. A Qwen2.5-3B-Instruct policy trained with
   TRL's GRPOTrainer, a 14B simulator behind OpenAI-compatible vLLM/SGLang servers (several URLs
   = replicas), k = 5, max_turns = 5, curriculum 0 -> 0.5.
