@@ -241,3 +241,15 @@ def test_serve_simulator_with_curriculum_and_set_step(tiny_model_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_serve_cli_rejects_bad_arguments(capsys):
+    from agents.cli import main
+
+    assert main(["serve", "--backend", "nope"]) == 2
+    assert "unknown backend 'nope'" in capsys.readouterr().err
+    assert main(["serve", "--backend", "tests.serve_backend:KeywordSearch", "--batch-window-ms", "-1"]) == 2
+    assert "batch window" in capsys.readouterr().err
+    assert main(["serve", "--backend", "tests.serve_backend:Missing"]) == 2
+    assert main(["serve", "--backend", "tests.serve_backend:KeywordSearch", "-o", "novalue"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

@@ -86,13 +86,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         backend, config = build_backend(args.backend, args.config, parse_options(args.option),
                                         dataset=args.dataset, world_seed=args.world_seed)
-    except (ValueError, ImportError, FileNotFoundError) as e:
+    except (ValueError, ImportError, FileNotFoundError, AttributeError) as e:
         print(f"zerosearch serve: {e}", file=sys.stderr)
         return 2
-    limits = ServerLimits(max_body_bytes=args.max_body_bytes, max_queries=args.max_queries,
-                          default_topk=args.default_topk or config.top_k)
-    app = create_app(backend, api_key=args.api_key, batch_window_ms=args.batch_window_ms,
-                     max_batch=args.max_batch, max_concurrency=args.max_concurrency, limits=limits)
+    try:
+        if min(args.max_body_bytes, args.max_queries) < 1 or not 0 < args.port < 65536:
+            raise ValueError("--max-body-bytes and --max-queries must be >= 1, --port in 1..65535")
+        limits = ServerLimits(max_body_bytes=args.max_body_bytes, max_queries=args.max_queries,
+                              default_topk=args.default_topk or config.top_k)
+        app = create_app(backend, api_key=args.api_key, batch_window_ms=args.batch_window_ms,
+                         max_batch=args.max_batch, max_concurrency=args.max_concurrency, limits=limits)
+    except ValueError as e:
+        backend.close()
+        print(f"zerosearch serve: {e}", file=sys.stderr)
+        return 2
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print("zerosearch serve: warning: listening beyond loopback without --api-key", file=sys.stderr)
     print(f"zerosearch serve: backend {backend.name!r} on http://{args.host}:{args.port}/retrieve", flush=True)
