@@ -17,6 +17,12 @@ One run, from the default small model (SmolLM2-135M-Instruct) on the built-in wo
 
 Figures go to `--out` (metrics JSONL per run, results.json, curves.png); the last line printed is a
 JSON object of the figures. Timing is not the point here; every number is measured in this run.
+
+Measured once on an H200 (fp32, BM25, 320 warm-up questions x 2 epochs, 16 GRPO steps of 8 x 4,
+80 test questions x 4 samples): `benchmarks/results/self_signals_h200.json`. That run used the
+strict dynamic weighting of the SPR loss, whose head collapsed to "always correct" (mean score
+0.50 -> 0.99); `spr_weights` now keeps every step of a class that has no agreeing step. A 2-core
+CPU is too slow for this script with the real model (a warm-up step alone takes minutes).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--runs", default="brier,no_brier")
     p.add_argument("--no-pcl", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA (default fp32)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/self_signals")
@@ -111,7 +118,9 @@ def main(argv=None) -> int:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(device)
-    autocast = torch.bfloat16 if device == "cuda" else None
+    # fp32 by default: bf16 autocast turns the float32 attention mask of left-padded rows into -inf
+    # rows whose backward pass is NaN on CUDA (seen on an H200); --bf16 to try anyway.
+    autocast = torch.bfloat16 if (device == "cuda" and args.bf16) else None
     pad_id = tok.pad_token_id
     env_cfg = EnvConfig(backend=args.backend, calibration=True, max_turns=4, top_k=3, max_doc_chars=300, reward="f1")
     train_tasks = load_tasks("world", split="train", world_seed=0)
