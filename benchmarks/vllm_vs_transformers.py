@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -53,7 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--b16-calls", type=int, default=1)
     ap.add_argument("--k", type=int, default=3, help="documents per simulated search")
     ap.add_argument("--words", type=int, default=25)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads for each side (torch threads here, OMP_NUM_THREADS for the server); on a "
+                         "shared machine more threads than free cores make OpenMP spin and slow both down")
     args = ap.parse_args(argv)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from transformers import AutoTokenizer
 
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = [convs[:2]]
     warm_params = SamplingParams(max_new_tokens=8, temperature=0.7, seed=1)
 
-    figures: dict = {"model": model.name, "max_new_tokens": args.max_new_tokens, "k": args.k}
+    figures: dict = {"model": model.name, "max_new_tokens": args.max_new_tokens, "k": args.k, "threads": args.threads}
     hf = TransformersEngine(model, max_batch_size=16)
     figures["hf_dtype"] = str(hf.model.dtype)
     hf.generate(warm[0], warm_params)

@@ -6,7 +6,9 @@ recently failing URLs avoided. A failed attempt (connection error, timeout, HTTP
 reply that is not the expected JSON) is retried on another URL when there is one, after an
 exponential backoff with jitter, at most `max_retries` times and never past the request's total
 time budget; then the whole call fails with an `EngineError` naming the URL(s) and the cause.
-Results come back in request order, exactly one per conversation.
+Results come back in request order, exactly one per conversation. The time budget holds per
+request from the moment it gets a concurrency slot, so a call of N requests ends within about
+ceil(N / max_concurrency) budgets.
 
 Prompt `i` is sent with seed `params.seed + i` (as `TransformersEngine` derives them), and with
 the header `X-Request-Id: <call id>-<i>` so server logs can be matched to requests.

@@ -99,7 +99,8 @@ class VLLMServer:
 
     def __init__(self, model: str | Path, *, venv: str | Path | None = None, port: int | None = None,
                  served_model_name: str = "default", max_model_len: int = 2048, kv_cache_gb: int = 2,
-                 startup_timeout_s: float = 600.0, enforce_eager: bool = True, build_venv: bool = True, extra_args: tuple[str, ...] = (),
+                 startup_timeout_s: float = 600.0, enforce_eager: bool = True, build_venv: bool = True,
+                 extra_args: tuple[str, ...] = (),
                  log_path: str | Path | None = None):
         self.model = str(model)
         self.venv = Path(venv) if venv is not None else None
