@@ -60,6 +60,8 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--noise", type=float, default=0.5)
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--model", default=None, help="policy folder (e.g. RUN/warmup_model, so that the policy searches); "
+                    "default: the base small model, which never writes a tag and so never calls the simulator")
     args = ap.parse_args()
 
     from agents.grpo import GRPOSettings, grpo_update
@@ -84,11 +86,11 @@ def main() -> int:
         from zerosearch_env.search import make_backend
 
         def fresh():
-            return load_policy_model(None)
+            return load_policy_model(args.model)
         tasks = load_tasks("world", "train", 0)
         env_cfg = cfg.env.updated(backend_options={**cfg.simulator, "curriculum": float(args.noise)})
         inner = make_backend(env_cfg)
-        what = f"SmolLM2-135M policy + SmolLM2-135M simulator (noise {args.noise})"
+        what = f"policy {args.model or 'SmolLM2-135M (base)'} + SmolLM2-135M simulator (noise {args.noise})"
     n = args.prompts * args.group
     batch_tasks = tasks[: args.prompts]
 
@@ -111,6 +113,7 @@ def main() -> int:
     upd_s = t2 - t1
     ours = t2 - t0
     tokens = sum(len(t.completion_ids) for t in trajs)
+    searches = sum(t.info["num_searches"] for t in trajs)
 
     # ---- TRL, same rollout code, same batch shape
     trl_s = None
@@ -135,14 +138,14 @@ def main() -> int:
         trl_s = time.perf_counter() - t3
 
     fig = {
-        "setup": what, "episodes": n, "completion_tokens": tokens,
+        "setup": what, "episodes": n, "completion_tokens": tokens, "searches": searches,
         "generation_s": round(gen_s, 3), "simulator_s": round(sim_s, 3), "update_s": round(upd_s, 3),
         "ours_step_s": round(ours, 3), "generation_share": round(gen_s / ours, 3),
         "simulator_share": round(sim_s / ours, 3), "update_share": round(upd_s / ours, 3),
         "trl_step_s": None if trl_s is None else round(trl_s, 3),
         "trl_over_ours": None if trl_s is None else round(trl_s / ours, 3),
     }
-    print(f"{what}: {n} episodes, {tokens} completion tokens")
+    print(f"{what}: {n} episodes, {tokens} completion tokens, {searches} searches")
     print(f"  ours: generation {gen_s:.1f} s | simulator {sim_s:.1f} s | update (fwd+bwd+opt) {upd_s:.1f} s | step {ours:.1f} s")
     if trl_s is not None:
         print(f"  TRL GRPOTrainer step (same rollouts code): {trl_s:.1f} s  -> {trl_s / ours:.2f}x ours")
