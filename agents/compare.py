@@ -186,11 +186,13 @@ def build_backend(spec: BackendSpec, config, documents=None, simulator_options: 
 
 def compare(agent, tasks, specs: Sequence[BackendSpec], config, *, env_tasks=None, documents=None,
             num_envs: int = 16, cost: CostModel = CostModel(), simulator_options: dict | None = None,
-            progress: bool = True, backends: dict[str, SearchBackend] | None = None) -> dict:
+            progress: bool = True, backends: dict[str, SearchBackend] | None = None,
+            on_row=None) -> dict:
     """Run `agent` on `tasks` once per backend spec; returns the report (rows + records).
 
     `env_tasks` are the tasks the env can look up (default `tasks`); `backends` may hand in already
-    built backends by label (they are not closed here).
+    built backends by label (they are not closed here); `on_row(partial_report)` is called after
+    each backend (the CLI saves partial results there, so a long run that is cut short keeps them).
     """
     from agents.evaluate import run_episodes, summarize
     from zerosearch_env import make_vec
@@ -231,8 +233,14 @@ def compare(agent, tasks, specs: Sequence[BackendSpec], config, *, env_tasks=Non
             "invalid_rate": summary["invalid_rate"], "format_compliance": summary["format_compliance"],
         })
         records += [{"backend": spec.label, **r} for r in recs]
+        if on_row is not None:
+            on_row(_report(agent, tasks, cost, rows, records))
+    return _report(agent, tasks, cost, rows, records)
+
+
+def _report(agent, tasks, cost: CostModel, rows: list[dict], records: list[dict]) -> dict:
     return {"agent": getattr(agent, "name", type(agent).__name__), "n_questions": len(tasks),
-            "cost_model": asdict(cost), "rows": rows, "records": records}
+            "cost_model": asdict(cost), "rows": list(rows), "records": list(records)}
 
 
 _COLUMNS = [("backend", "backend", None), ("EM", "em", ".3f"), ("F1", "f1", ".3f"),

@@ -141,20 +141,28 @@ def run(args: argparse.Namespace) -> int:
         sim_opts["device"] = args.sim_device
     cost = CostModel(gpu_usd_per_hour=args.gpu_usd_per_hour, cpu_usd_per_hour=args.cpu_usd_per_hour,
                      web_usd_per_1k=args.web_usd_per_1k)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in args.agent)[-40:]
+    out = Path(args.out or f"runs/compare-{safe}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"compare: agent {agent.name}, {len(tasks)} {args.split} questions, backends "
-          f"{', '.join(s.label for s in specs)}", flush=True)
+          f"{', '.join(s.label for s in specs)}; output {out}", flush=True)
+
+    def partial(rep: dict) -> None:
+        last = rep["rows"][-1]
+        print(f"  {last['backend']}: EM {last['em']:.3f}  F1 {last['f1']:.3f}  "
+              f"({last['searches']} searches in {last['backend_calls']} backend calls, {last['wall_seconds']:.1f}s)",
+              flush=True)
+        save_report({**rep, "split": args.split, "dataset": args.dataset, "partial": True}, out)
+
     try:
         report = compare(agent, tasks, specs, config, env_tasks=all_tasks, documents=documents,
                          num_envs=args.num_envs, cost=cost, simulator_options=sim_opts,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, on_row=partial)
     except (ValueError, ImportError, RuntimeError) as e:
         print(f"zerosearch compare: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     report["split"] = args.split
     report["dataset"] = args.dataset
     print(format_table(report))
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in args.agent)[-40:]
-    out = Path(args.out or f"runs/compare-{safe}-{time.strftime('%Y%m%d-%H%M%S')}")
     paths = save_report(report, out)
     print(f"wrote {paths['json']}, {paths['records']} and {paths['png']}")
     return 0
