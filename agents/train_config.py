@@ -51,7 +51,9 @@ class GRPOConfigModel(BaseModel):
     prompts_per_step: int = Field(2, ge=1)
     group_size: int = Field(4, ge=2)
     learning_rate: float = Field(2e-5, gt=0)
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(0.7, gt=0, description=(
+        "sampling temperature of rollouts; at 1.0 the warmed-up 135M policy wrote invalid turns 62-67% of the time "
+        "and every group scored 0 (no GRPO signal) in the measured tiny run"))
     max_new_tokens: int = Field(40, ge=4, description="tokens per agent turn")
     max_completion_tokens: int = Field(1024, ge=16, description="agent + env tokens per episode")
     loss_type: Literal["dapo", "grpo", "bnpo"] = "dapo"
