@@ -34,6 +34,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--words-per-doc", type=int, default=25)
     ap.add_argument("--max-regenerations", type=int, default=2)
     ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (1 avoids oversubscription stalls on a shared, busy CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--world-seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="folder for per-request records (JSONL)")
@@ -42,6 +44,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from tqdm import tqdm
 
     from curricula import ConstantCurriculum

@@ -58,6 +58,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-bare", dest="bare", action="store_false",
                     help="skip the side-by-side bare engine.generate call on each batch size's first chunk")
     ap.add_argument("--cache-lookups", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (1 avoids oversubscription stalls on a shared, busy CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the JSON figures to this file")
     return ap.parse_args(argv)
@@ -107,6 +109,10 @@ def build_engine(args, max_batch_size: int = 16):
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from tqdm import tqdm
 
     from curricula import ConstantCurriculum
