@@ -136,3 +136,14 @@ def test_set_training_step_reaches_backend():
 
 def test_version_exported():
     assert zerosearch_env.__version__
+
+
+def test_backend_by_name_through_gymnasium_make():
+    env = gymnasium.make("zerosearch/Search-v0", backend="bm25", split="test", max_turns=4, top_k=3)
+    prompt, info = env.reset(seed=0)
+    assert env.unwrapped.config.backend == "bm25" and type(env.unwrapped.backend).__name__ == "BM25Search"
+    title = env.unwrapped.task.supporting_titles[0]
+    obs, reward, terminated, truncated, info = env.step(f"<think>look it up</think><search>{title}</search>")
+    assert f"(Title: {title})" in obs and len(info["doc_ids"]) == 3
+    with pytest.raises(ValueError, match="unknown backend"):
+        SearchEnv(backend="nope", tasks=TASKS)

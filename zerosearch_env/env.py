@@ -62,11 +62,13 @@ class SearchEnv(gym.Env[str, str]):
     def __init__(
         self,
         config: EnvConfig | dict | None = None,
-        backend: SearchBackend | None = None,
+        backend: SearchBackend | str | None = None,
         tasks: Sequence[Task] | None = None,
         render_mode: str | None = None,
         **overrides: Any,
     ):
+        if isinstance(backend, str):  # a backend name, as in gymnasium.make(..., backend="bm25")
+            overrides["backend"], backend = backend, None
         if config is None:
             config = EnvConfig(**overrides)
         elif isinstance(config, dict):
