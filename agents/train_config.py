@@ -18,14 +18,13 @@ overrides what the file sets.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.signals_config import SignalsConfig
-from zerosearch_env.config import EnvConfig
+from zerosearch_env.config import EnvConfig, read_mapping
 
 
 class WarmupConfig(BaseModel):
@@ -108,15 +107,7 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        text = Path(path).read_text(encoding="utf-8")
-        if str(path).endswith((".yaml", ".yml")):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+        data = read_mapping(path)
         base = preset(data.get("preset", "tiny")).model_dump()
         return cls.model_validate(_merge(base, data))
 

@@ -9,6 +9,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+def read_mapping(path: str | Path) -> dict:
+    """The top-level mapping of a YAML (.yaml/.yml) or JSON file, with a clear error otherwise."""
+    text = Path(path).read_text(encoding="utf-8")
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return data
+
+
 class EnvConfig(BaseModel):
     """Configuration of `SearchEnv` / `SearchVectorEnv`.
 
@@ -53,15 +67,7 @@ class EnvConfig(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> "EnvConfig":
         """Read a YAML or JSON file (the whole file, or its `env:` section)."""
-        text = Path(path).read_text(encoding="utf-8")
-        if str(path).endswith((".yaml", ".yml")):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+        data = read_mapping(path)
         return cls.model_validate(data.get("env", data))
 
     def updated(self, **overrides: Any) -> "EnvConfig":

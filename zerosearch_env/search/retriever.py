@@ -15,22 +15,12 @@ from typing import Any, Sequence
 
 import httpx
 
+from zerosearch_env.data.loaders import parse_contents
 from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
 
 
 class RetrieverError(RuntimeError):
     """The retrieval server could not be reached or answered something unusable."""
-
-
-def parse_contents(contents: str) -> tuple[str, str]:
-    """Split Search-R1's `contents` (`"Title"\\ntext`) into (title, text)."""
-    head, sep, rest = contents.partition("\n")
-    if not sep:
-        return "", contents.strip()
-    title = head.strip()
-    if len(title) >= 2 and title[0] == title[-1] == '"':
-        title = title[1:-1]
-    return title, rest.strip()
 
 
 def parse_item(item: Any, rank: int) -> Document:
