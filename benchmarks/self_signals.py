@@ -106,18 +106,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from agents.trainer import load_policy_model
 
-    path = args.model
-    if path is None:
-        from zerosearch_env.models import default_model_path
-
-        path = default_model_path()
-    tok = AutoTokenizer.from_pretrained(str(path))
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(device)
+    model, tok = load_policy_model(args.model, device)
     # fp32 by default: bf16 autocast turns the float32 attention mask of left-padded rows into -inf
     # rows whose backward pass is NaN on CUDA (seen on an H200); --bf16 to try anyway.
     autocast = torch.bfloat16 if (device == "cuda" and args.bf16) else None
