@@ -18,6 +18,7 @@ Plug-in points (for SPRM, PCL, calibration rewards...):
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -91,32 +92,88 @@ def make_batch(trajs: Sequence[Trajectory], advantages: torch.Tensor, rewards: t
                      [list(t.turn_ends) for t in trajs], list(trajs))
 
 
+@contextmanager
+def decoder_blocks(decoder, start: int, stop: int | None, final_norm: bool = True):
+    """Temporarily make `decoder` (a Hugging Face decoder with `layers` and `norm`, Llama/Qwen
+    style) run only `layers[start:stop]`, and skip its final norm when `final_norm` is False: its
+    forward then maps the hidden states entering block `start` (given as `inputs_embeds`) to those
+    leaving block `stop - 1`, with the same masks and rotary positions as a full pass."""
+    layers, norm = decoder.layers, decoder.norm
+    decoder.layers = torch.nn.ModuleList(list(layers)[start:stop])
+    if not final_norm:
+        decoder.norm = torch.nn.Identity()
+    try:
+        yield decoder
+    finally:
+        decoder.layers, decoder.norm = layers, norm
+
+
+def packed_rows(batch: LossBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward-pass layout of a batch: each row is its prompt then its completion, right-padded
+    (`ids`, `attn` [B, L]); `starts` [B] is where each completion begins. Unlike the left-padded
+    prompts of TRL's layout, no real query position ever sits after only padding, so no attention
+    row is fully masked (such rows give NaN gradients under bf16 on CUDA)."""
+    p_len = batch.prompt_mask.sum(1)
+    c_len = batch.completion_mask.sum(1)
+    width = max(1, int((p_len + c_len).max()))
+    b = batch.prompt_ids.size(0)
+    ids = torch.zeros((b, width), dtype=torch.long)  # padding: any id, masked out
+    attn = torch.zeros((b, width), dtype=torch.long)
+    for i in range(b):
+        lp, lc = int(p_len[i]), int(c_len[i])
+        ids[i, :lp] = batch.prompt_ids[i, batch.prompt_ids.size(1) - lp:]
+        ids[i, lp:lp + lc] = batch.completion_ids[i, :lc]
+        attn[i, :lp + lc] = 1
+    return ids, attn, p_len
+
+
 def completion_logprobs(model, batch: LossBatch, temperature: float = 1.0, autocast_dtype: torch.dtype | None = None,
-                        need_hidden: bool = False, hidden_layer: int = -1) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        need_hidden: bool = False, hidden_layer: int = -1,
+                        frozen_states: torch.Tensor | None = None,
+                        start_layer: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probabilities of the completion tokens under `softmax(logits / temperature)`,
-    as TRL computes them (no position ids: RoPE is relative, so left padding does not matter).
+    as TRL computes them, [B, T] aligned with `batch.completion_ids`. The forward pass runs on
+    `packed_rows` (RoPE is relative, so where a row starts does not change its numbers).
 
     Only positions in `batch.loss_mask` (agent tokens) are scored; the others are 0. The LM head
     runs on those positions alone, so the [tokens x vocabulary] logits of the environment tokens
     (most of a search trajectory) are never built: memory and time scale with the agent's tokens.
+    With `need_hidden`, the second value is that layer's states at the completion tokens [B, T, H].
+
+    `frozen_states` ([B, L, H] in `packed_rows` layout) are the hidden states entering block
+    `start_layer`, precomputed while the blocks below it are frozen (`agents.warmup.FrozenPrefix`):
+    only blocks `start_layer:` then run, and `hidden_layer` must count from the top (negative).
     """
     device = next(model.parameters()).device
-    input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1).to(device)
-    attn = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1).to(device)
+    ids, attn, starts = packed_rows(batch)
+    ids, attn, starts = ids.to(device), attn.to(device), starts.to(device)
     t = batch.completion_ids.size(1)
     ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else torch.autocast(device.type, enabled=False)
     decoder = model.get_decoder()
     head = model.get_output_embeddings()
+    # completion token j of row i sits at starts[i] + j and is predicted from the state before it
+    at = (starts[:, None] + torch.arange(t, device=device)[None, :]).clamp(max=ids.size(1) - 1)
     with ctx:
-        out = decoder(input_ids=input_ids, attention_mask=attn, output_hidden_states=need_hidden)
-        states = out.last_hidden_state[:, -t - 1:-1, :]  # position P-1+j predicts completion token j
+        if frozen_states is None:
+            out = decoder(input_ids=ids, attention_mask=attn, output_hidden_states=need_hidden)
+        else:
+            if need_hidden and hidden_layer >= 0:
+                raise ValueError("with frozen_states, hidden_layer must count from the top (negative)")
+            with decoder_blocks(decoder, start_layer, None):
+                out = decoder(inputs_embeds=frozen_states.to(device), attention_mask=attn,
+                              output_hidden_states=need_hidden, use_cache=False)
+        last = out.last_hidden_state
+        states = last.gather(1, (at - 1).clamp(min=0)[:, :, None].expand(-1, -1, last.size(-1)))
         sel = batch.loss_mask.to(device).bool()
         logits = head(states[sel])
     logits = logits.float() / temperature
     targets = batch.completion_ids.to(device)[sel]
     picked = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
     logps = torch.zeros(sel.shape, dtype=picked.dtype, device=device).masked_scatter(sel, picked)
-    hidden = out.hidden_states[hidden_layer][:, -t:, :] if need_hidden else None
+    hidden = None
+    if need_hidden:
+        h = out.hidden_states[hidden_layer]
+        hidden = h.gather(1, at[:, :, None].expand(-1, -1, h.size(-1)))
     return logps, hidden
 
 

@@ -20,6 +20,7 @@ between turns.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -49,7 +50,7 @@ class Policy:
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 96, temperature: float = 1.0,
                  stop_strings: Sequence[str] = STOP_STRINGS, autocast_dtype: torch.dtype | None = None,
-                 use_chat_template: bool = True):
+                 use_chat_template: bool = True, cache_token_budget: int = 49152):
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = int(max_new_tokens)
@@ -67,6 +68,10 @@ class Policy:
         self.eos_ids = eos
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (min(eos) if eos else 0))
+        # episode key -> (token ids whose keys/values are held, [(K, V) per layer, each [heads, len, dim]])
+        self._kv: OrderedDict[str, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = OrderedDict()
+        self.cache_token_budget = int(cache_token_budget)
+        self.cache_stats = {"hits": 0, "reused_tokens": 0, "computed_tokens": 0}
 
     # ----------------------------------------------------------------- tokenisation (once per text)
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -94,29 +99,95 @@ class Policy:
         device_type = next(self.model.parameters()).device.type
         return torch.autocast(device_type, dtype=self.autocast_dtype)
 
+    # ----------------------------------------------------------------- keys/values kept across turns
+    def forget(self, keys: Sequence[str] | None = None) -> None:
+        """Drop the keys/values kept for these episode keys (None: all). Call it when episodes end
+        and whenever the weights change: a kept cache belongs to the weights that computed it."""
+        if keys is None:
+            self._kv.clear()
+            return
+        for k in keys:
+            self._kv.pop(k, None)
+
+    def _cached_prefix(self, key: str | None, context: Sequence[int]):
+        """The kept (ids, layers) of `key` when its ids are a proper prefix of `context`, else None."""
+        entry = self._kv.get(key) if key is not None else None
+        if entry is None:
+            return None
+        ids, layers = entry
+        if len(ids) >= len(context) or list(context[:len(ids)]) != ids:
+            self._kv.pop(key, None)
+            return None
+        return entry
+
+    def _keep(self, key: str, ids: list[int], past, row: int, mask_row: torch.Tensor) -> None:
+        """Keep row `row` of the batch cache (its real positions only) under `key`."""
+        real = mask_row.bool()
+        layers = [(layer.keys[row][:, real, :].clone(), layer.values[row][:, real, :].clone()) for layer in past.layers]
+        self._kv.pop(key, None)
+        self._kv[key] = (ids, layers)
+        total = sum(len(v[0]) for v in self._kv.values())
+        while total > self.cache_token_budget and len(self._kv) > 1:  # oldest first
+            _, (old_ids, _) = self._kv.popitem(last=False)
+            total -= len(old_ids)
+
     @torch.no_grad()
     def generate_turns(self, contexts: Sequence[Sequence[int]], greedy: bool = False,
-                       generator: torch.Generator | None = None, max_new_tokens: int | None = None) -> list[Turn]:
+                       generator: torch.Generator | None = None, max_new_tokens: int | None = None,
+                       cache_keys: Sequence[str] | None = None) -> list[Turn]:
         """Write one turn for each context (a list of token ids). Sequences that finish leave the
-        batch (their KV-cache rows are dropped), so long and short turns cost what they need."""
+        batch (their KV-cache rows are dropped), so long and short turns cost what they need.
+
+        `cache_keys` (one per context, e.g. episode ids): keep each sequence's keys/values after
+        the turn, and on the next call with the same key start from them when the kept ids are a
+        prefix of the new context, so a turn costs only its new tokens (the environment's feedback)
+        instead of the whole transcript again. The results are those of a fresh pass."""
         if not contexts:
             return []
         if any(len(c) == 0 for c in contexts):
             raise ValueError("every context needs at least one token")
+        if cache_keys is not None and len(cache_keys) != len(contexts):
+            raise ValueError("need one cache key per context")
         max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         device = next(self.model.parameters()).device
         temperature = self.temperature
         if not greedy and temperature <= 0:
             greedy = True
         n = len(contexts)
-        width = max(len(c) for c in contexts)
+        cached = [self._cached_prefix(cache_keys[i], c) if cache_keys is not None else None
+                  for i, c in enumerate(contexts)]
+        c_len = [len(e[0]) if e is not None else 0 for e in cached]
+        self.cache_stats["hits"] += sum(e is not None for e in cached)
+        self.cache_stats["reused_tokens"] += sum(c_len)
+        self.cache_stats["computed_tokens"] += sum(len(c) for c in contexts) - sum(c_len)
+        width_c = max(c_len)
+        width = max(len(c) - k for c, k in zip(contexts, c_len))  # the new tokens, left-padded
         input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((n, width), dtype=torch.long)
-        for i, c in enumerate(contexts):
-            input_ids[i, width - len(c):] = torch.tensor(list(c), dtype=torch.long)
-            attn[i, width - len(c):] = 1
+        attn = torch.zeros((n, width_c + width), dtype=torch.long)
+        for i, (c, k) in enumerate(zip(contexts, c_len)):
+            new = list(c[k:])
+            input_ids[i, width - len(new):] = torch.tensor(new, dtype=torch.long)
+            attn[i, width_c - k:width_c] = 1
+            attn[i, width_c + width - len(new):] = 1
         input_ids, attn = input_ids.to(device), attn.to(device)
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        positions = ((attn.cumsum(-1) - 1).clamp(min=0))[:, width_c:]
+        past = None
+        if width_c:  # rows without a kept prefix get masked zeros there
+            from transformers import DynamicCache
+
+            n_layers = len(next(e for e in cached if e is not None)[1])
+            data = []
+            for layer in range(n_layers):
+                ref_k, ref_v = next(e for e in cached if e is not None)[1][layer]
+                ks = torch.zeros((n, ref_k.size(0), width_c, ref_k.size(2)), dtype=ref_k.dtype, device=device)
+                vs = torch.zeros((n, ref_v.size(0), width_c, ref_v.size(2)), dtype=ref_v.dtype, device=device)
+                for i, e in enumerate(cached):
+                    if e is not None:
+                        ks[i, :, width_c - c_len[i]:] = e[1][layer][0]
+                        vs[i, :, width_c - c_len[i]:] = e[1][layer][1]
+                data.append((ks, vs))
+            past = DynamicCache(ddp_cache_data=data)
+        fed = [list(c) for c in contexts]  # the ids whose keys/values the batch cache holds, per sequence
 
         ids_out: list[list[int]] = [[] for _ in range(n)]
         lps_out: list[list[float]] = [[] for _ in range(n)]
@@ -127,7 +198,7 @@ class Policy:
         try:
             with self._autocast():
                 out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=positions, use_cache=True,
-                                 logits_to_keep=1)
+                                 past_key_values=past, logits_to_keep=1)
             past = out.past_key_values
             logits = out.logits[:, -1, :].float()
             next_pos = positions[:, -1:] + 1
@@ -137,7 +208,12 @@ class Policy:
                     tok = logp.argmax(dim=-1)
                 else:
                     logp = torch.log_softmax(logits / temperature, dim=-1)
-                    tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+                    probs = logp.exp()
+                    if generator is not None and generator.device.type != probs.device.type:
+                        # a generator on another device (a CPU one with a CUDA model): sample where it lives
+                        tok = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
+                    else:
+                        tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
                 tok_lp = logp.gather(-1, tok[:, None]).squeeze(-1)
                 keep: list[int] = []
                 for row, orig in enumerate(alive):
@@ -150,6 +226,12 @@ class Policy:
                         finish[orig] = "stop"
                     else:
                         keep.append(row)
+                if cache_keys is not None:
+                    leaving = range(len(alive)) if (not keep or step == max_new - 1) else \
+                        sorted(set(range(len(alive))) - set(keep))
+                    for row in leaving:
+                        orig = alive[row]
+                        self._keep(cache_keys[orig], fed[orig], past, row, attn[row])
                 if not keep or step == max_new - 1:
                     break
                 if len(keep) < len(alive):
@@ -158,6 +240,8 @@ class Policy:
                     tok, attn, next_pos = tok[idx], attn[idx], next_pos[idx]
                     alive = [alive[r] for r in keep]
                 attn = torch.cat([attn, torch.ones((len(alive), 1), dtype=attn.dtype, device=device)], dim=1)
+                for row, orig in enumerate(alive):
+                    fed[orig].append(ids_out[orig][-1])
                 with self._autocast():
                     out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos,
                                      past_key_values=past, use_cache=True)
@@ -193,6 +277,7 @@ class PolicyAgent:
         self._state: dict[str, tuple[list[int], int]] = {}  # episode_id -> (ids, transcript chars consumed)
 
     def reset(self) -> None:
+        self.policy.forget(list(self._state))
         self._state.clear()
 
     def act(self, transcripts: Sequence[str], infos: Sequence[dict[str, Any]]) -> list[str]:
@@ -209,7 +294,7 @@ class PolicyAgent:
             contexts.append(ids)
             keys.append(key)
             self._state[key] = (ids, used)
-        turns = self.policy.generate_turns(contexts, greedy=self.greedy, generator=self.generator)
+        turns = self.policy.generate_turns(contexts, greedy=self.greedy, generator=self.generator, cache_keys=keys)
         for key, ctx, turn in zip(keys, contexts, turns):
             _, used = self._state[key]
             self._state[key] = (ctx + turn.ids, used + len(turn.text))

@@ -93,13 +93,15 @@ def collect_rollouts(policy: Policy, vec_env, tasks: Sequence[Task], group_size:
     search_infos: list[list[dict]] = [[] for _ in range(n)]
     final: list[dict] = [{} for _ in range(n)]
     cut = np.zeros(n, dtype=bool)
+    keys = [f"rollout:{i}:{e}" for i, e in enumerate(episode_ids)]  # the group's samples share an episode id
+    policy.forget(keys)
     while True:
         active = vec_env.active
         live = [i for i in range(n) if active[i] and not cut[i]]
         if not active.any():
             break
         turns = policy.generate_turns([trajs[i].prompt_ids + trajs[i].completion_ids for i in live],
-                                      greedy=greedy, generator=generator)
+                                      greedy=greedy, generator=generator, cache_keys=[keys[i] for i in live])
         actions: list[str | None] = ["" if active[i] else None for i in range(n)]
         for i, turn in zip(live, turns):
             actions[i] = turn.text
@@ -117,6 +119,7 @@ def collect_rollouts(policy: Policy, vec_env, tasks: Sequence[Task], group_size:
             if not ended and len(trajs[i].completion_ids) >= max_completion_tokens:
                 cut[i] = True
                 trajs[i].reward = 0.0
+    policy.forget(keys)
     for i, t in enumerate(trajs):
         info = final[i]
         noisy = [s.get("mode") == "noisy" for s in search_infos[i] if "mode" in s]

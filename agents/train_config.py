@@ -35,10 +35,14 @@ class WarmupConfig(BaseModel):
     num_tasks: int = Field(64, ge=0, description="training questions the oracle runs on (correct ones are kept)")
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(8, ge=1)
-    micro_batch_size: int = Field(4, ge=1)
+    micro_batch_size: int = Field(1, ge=1, description=(
+        "trajectories per forward pass; 1 wastes nothing on padding, which on a CPU is the fastest"))
     learning_rate: float = Field(1e-4, gt=0)
     backend: str = Field("bm25", description="the real backend the oracle searches")
     max_grad_norm: float = 1.0
+    cache_frozen: bool = Field(True, description=(
+        "compute the frozen lower blocks once per trajectory and reuse their states in later epochs "
+        "(only with trainable_layers set; checked against a full pass first)"))
 
 
 class GRPOConfigModel(BaseModel):
@@ -75,10 +79,10 @@ class TrainConfig(BaseModel):
     seed: int = 0
     model: str | None = None
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast only where the CPU/GPU supports it")
-    threads: int | None = Field(1, ge=1, description=(
-        "torch CPU threads (None: torch's default). 1 for the tiny preset: on a shared 2-core machine OpenMP "
-        "threads stall at barriers whenever another process holds a core (a tiny forward pass measured 14x "
-        "slower with 2 threads than with 1 under load)"))
+    threads: int | None = Field(None, ge=1, description=(
+        "torch CPU threads; None: one per core not busy with another running process at start "
+        "(agents.trainer.set_torch_threads). OpenMP threads that share a core with another process stall "
+        "at barriers: on a shared 2-core machine a forward pass measured 14x slower with 2 threads than 1"))
     trainable_layers: int | None = Field(6, ge=1, description=(
         "train only the top N transformer blocks and the final norm (embeddings frozen); None: full fine-tuning"))
     env: EnvConfig = Field(default_factory=lambda: EnvConfig(

@@ -35,7 +35,7 @@ from agents.grpo import GRPOSettings, grpo_update
 from agents.policy import Policy
 from agents.rollout import collect_rollouts, trajectory_metrics
 from agents.train_config import TrainConfig
-from agents.warmup import build_oracle_dataset, warmup_epoch_order, warmup_step
+from agents.warmup import FrozenPrefix, build_oracle_dataset, warmup_epoch_order, warmup_step
 from zerosearch_env.data.task import Task
 
 CHECKPOINT = "checkpoint"
@@ -46,6 +46,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
     torch.manual_seed(seed)
+
+
+def set_torch_threads(requested: int | None) -> int:
+    """Set torch's CPU threads: `requested`, or for None one per core not already busy with another
+    running process (read from /proc/loadavg at this instant; all cores where it is unreadable).
+    OpenMP threads that share a core with another process stall at every barrier: on this 2-core
+    machine a forward pass measured 14x slower with 2 threads than with 1 while other jobs ran."""
+    n = requested
+    if n is None:
+        cores = os.cpu_count() or 1
+        try:
+            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            running = 1
+        n = max(1, min(cores, cores - (running - 1)))
+    torch.set_num_threads(int(n))
+    return int(n)
 
 
 def resolve_autocast(precision: str, device: torch.device) -> torch.dtype | None:
@@ -227,10 +244,10 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     ckpt = out / CHECKPOINT
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    threads = set_torch_threads(cfg.threads)
+    if progress and not torch.cuda.is_available():
+        print(f"zerosearch train: {threads} torch CPU thread(s)")
     seed_everything(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
     state: dict[str, Any] = {"phase": "warmup", "warmup_step": 0, "grpo_step": 0, "global_step": 0, "data_pos": 0}
 
     resuming = resume and (ckpt / "trainer_state.json").exists()
@@ -269,6 +286,7 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
             f.write(json.dumps(r) + "\n")
     config_json = json.loads(cfg.model_dump_json())
     opt_state = None
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)  # sampling draws on the model's device
     if resuming:
         blob = torch.load(ckpt / "trainer.pt", weights_only=False)
         opt_state = blob["optimizer"]
@@ -311,12 +329,19 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
             if opt_state is not None:
                 optimizer.load_state_dict(opt_state)
                 opt_state = None
+            prefix = FrozenPrefix.for_model(model, pad_id, autocast) if w.cache_frozen else None
+            if prefix is not None and not prefix.check(min(data, key=lambda t: len(t.completion_ids))):
+                print("zerosearch train: warning: cached frozen-block states differ from a full pass for this "
+                      "model; the warm-up runs full passes")
+                prefix = None
             bar = tqdm(total=n_steps, initial=state["warmup_step"], desc="warm-up", disable=not progress)
             while state["warmup_step"] < n_steps:
                 k = state["warmup_step"]
-                batch = [data[i] for i in order[k * w.batch_size:(k + 1) * w.batch_size]]
+                keys = order[k * w.batch_size:(k + 1) * w.batch_size]
+                batch = [data[i] for i in keys]
                 t0 = time.perf_counter()
-                loss = warmup_step(model, optimizer, batch, pad_id, w.micro_batch_size, w.max_grad_norm, autocast)
+                loss = warmup_step(model, optimizer, batch, pad_id, w.micro_batch_size, w.max_grad_norm, autocast,
+                                   prefix=prefix, keys=keys)
                 log({"phase": "warmup", "step": state["global_step"], "warmup_step": k, "loss": loss,
                      "oracle_trajectories": len(data), "single": sum(t.info.get("kind") == "single" for t in batch),
                      "multi_hop": sum(t.info.get("kind") != "single" for t in batch),

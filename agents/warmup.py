@@ -70,15 +70,95 @@ def tokenize_trajectory(policy: Policy, traj: Trajectory) -> Trajectory:
     return out
 
 
+class FrozenPrefix:
+    """The hidden states entering the first trained block, computed once per trajectory.
+
+    With only the top blocks trained (`trainable_layers`) and the embeddings frozen, what the lower
+    blocks compute for a trajectory never changes during the warm-up, so each epoch after the first
+    needs only the top blocks: on SmolLM2-135M with 6 of 30 blocks trained that is about a third of
+    the work of a full pass. States are kept unpadded per trajectory (float32, about 1 MB each for
+    400 tokens) and placed back into the right-padded rows of `agents.grpo.packed_rows`, where
+    every trajectory starts at position 0, as when its states were computed.
+
+    `FrozenPrefix.for_model` returns None when nothing below the trained blocks is frozen or the
+    model is not a decoder with `layers` and `norm`; `check` compares one trajectory against a full
+    pass, so a model whose forward treats `inputs_embeds` differently falls back to full passes.
+    """
+
+    def __init__(self, model, start_layer: int, pad_id: int, autocast_dtype: torch.dtype | None = None):
+        self.model, self.start, self.pad_id, self.autocast = model, int(start_layer), pad_id, autocast_dtype
+        self.states: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def for_model(cls, model, pad_id: int, autocast_dtype: torch.dtype | None = None) -> "FrozenPrefix | None":
+        decoder = model.get_decoder()
+        layers = getattr(decoder, "layers", None)
+        if layers is None or getattr(decoder, "norm", None) is None:
+            return None
+        if any(p.requires_grad for p in decoder.get_input_embeddings().parameters()):
+            return None
+        start = 0
+        while start < len(layers) and not any(p.requires_grad for p in layers[start].parameters()):
+            start += 1
+        if start == 0 or start == len(layers):
+            return None
+        return cls(model, start, pad_id, autocast_dtype)
+
+    def batch_states(self, keys: Sequence[int], trajs: Sequence[Trajectory]) -> torch.Tensor:
+        """[B, L, H] states for `trajs` (cached under `keys`) in `agents.grpo.packed_rows` layout."""
+        from agents.grpo import decoder_blocks, make_batch, packed_rows
+
+        missing = [(k, t) for k, t in zip(keys, trajs) if k not in self.states]
+        if missing:
+            zeros = torch.zeros(len(missing))
+            ids, attn, _ = packed_rows(make_batch([t for _, t in missing], zeros, zeros, self.pad_id))
+            device = next(self.model.parameters()).device
+            ctx = (torch.autocast(device.type, dtype=self.autocast) if self.autocast is not None
+                   else torch.autocast(device.type, enabled=False))
+            decoder = self.model.get_decoder()
+            with torch.no_grad(), ctx, decoder_blocks(decoder, 0, self.start, final_norm=False):
+                h = decoder(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False).last_hidden_state
+            for i, (k, _) in enumerate(missing):
+                self.states[k] = h[i][attn[i].to(device).bool()].float().clone()
+        width = max(1, max(len(t.prompt_ids) + len(t.completion_ids) for t in trajs))
+        first = self.states[keys[0]]
+        out = torch.zeros((len(trajs), width, first.size(-1)), dtype=first.dtype, device=first.device)
+        for i, k in enumerate(keys):
+            out[i, :len(self.states[k])] = self.states[k]
+        return out
+
+    def check(self, traj: Trajectory, atol: float = 1e-3) -> bool:
+        """True when the cached path gives one trajectory's agent-token log-probabilities as a full pass does."""
+        from agents.grpo import completion_logprobs, make_batch
+
+        zeros = torch.zeros(1)
+        batch = make_batch([traj], zeros, zeros, self.pad_id)
+        with torch.no_grad():
+            full, _ = completion_logprobs(self.model, batch, 1.0, self.autocast)
+            fast, _ = completion_logprobs(self.model, batch, 1.0, self.autocast,
+                                          frozen_states=FrozenPrefix(self.model, self.start, self.pad_id,
+                                                                     self.autocast).batch_states([0], [traj]),
+                                          start_layer=self.start)
+        return bool(torch.allclose(full, fast, atol=atol, rtol=0.0))
+
+
 def sft_loss(model, trajs: Sequence[Trajectory], pad_id: int, autocast_dtype: torch.dtype | None = None,
-             num_items: float | None = None) -> torch.Tensor:
+             num_items: float | None = None, prefix: FrozenPrefix | None = None,
+             keys: Sequence[int] | None = None) -> torch.Tensor:
     """Cross-entropy on agent tokens only (`env_mask` 1), summed and divided by `num_items`
-    (default: this batch's agent tokens)."""
+    (default: this batch's agent tokens). With `prefix` (and the trajectories' dataset indices as
+    `keys`), the frozen lower blocks' states come from its cache."""
     from agents.grpo import completion_logprobs, make_batch
 
     zeros = torch.zeros(len(trajs))
     batch = make_batch(trajs, zeros, zeros, pad_id)
-    logps, _ = completion_logprobs(model, batch, 1.0, autocast_dtype)
+    if prefix is not None:
+        if keys is None or len(keys) != len(trajs):
+            raise ValueError("sft_loss with a FrozenPrefix needs one key per trajectory")
+        logps, _ = completion_logprobs(model, batch, 1.0, autocast_dtype,
+                                       frozen_states=prefix.batch_states(keys, trajs), start_layer=prefix.start)
+    else:
+        logps, _ = completion_logprobs(model, batch, 1.0, autocast_dtype)
     mask = batch.loss_mask.to(device=logps.device, dtype=logps.dtype)
     denom = mask.sum() if num_items is None else torch.as_tensor(float(num_items))
     return -(logps * mask).sum() / denom.clamp(min=1.0)
@@ -105,14 +185,18 @@ def warmup_epoch_order(n: int, epochs: int, seed: int) -> list[int]:
 
 
 def warmup_step(model, optimizer, trajs: Sequence[Trajectory], pad_id: int, micro_batch_size: int = 4,
-                max_grad_norm: float = 1.0, autocast_dtype: torch.dtype | None = None) -> float:
-    """One optimiser step of supervised warm-up over `trajs` (micro-batched); returns the loss."""
+                max_grad_norm: float = 1.0, autocast_dtype: torch.dtype | None = None,
+                prefix: FrozenPrefix | None = None, keys: Sequence[int] | None = None) -> float:
+    """One optimiser step of supervised warm-up over `trajs` (micro-batched); returns the loss.
+    `prefix`/`keys`: see `sft_loss`."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     total = float(sum(sum(t.env_mask) for t in trajs))
     loss_sum = 0.0
     for s in range(0, len(trajs), micro_batch_size):
-        loss = sft_loss(model, trajs[s:s + micro_batch_size], pad_id, autocast_dtype, num_items=total)
+        part_keys = None if keys is None else list(keys[s:s + micro_batch_size])
+        loss = sft_loss(model, trajs[s:s + micro_batch_size], pad_id, autocast_dtype, num_items=total,
+                        prefix=prefix, keys=part_keys)
         loss.backward()
         loss_sum += float(loss.detach())
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)

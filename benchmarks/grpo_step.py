@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("--tiny-random", action="store_true", help="random tiny Llama policy + lookup backend (fast)")
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--group", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="tokens per agent turn (default: the tiny preset's)")
     ap.add_argument("--noise", type=float, default=0.5)
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--model", default=None, help="policy folder (e.g. RUN/warmup_model, so that the policy searches); "
@@ -72,6 +72,11 @@ def main() -> int:
     from zerosearch_env.vector_env import make_vec
 
     cfg = preset("tiny")
+    from agents.trainer import set_torch_threads
+
+    threads = set_torch_threads(cfg.threads)
+    args.max_new_tokens = args.max_new_tokens or cfg.grpo.max_new_tokens
+    temperature = cfg.grpo.temperature
     if args.tiny_random:
         from tests.train_helpers import TASKS, lookup_backend, tiny_model, tiny_tokenizer
 
@@ -99,13 +104,14 @@ def main() -> int:
     params = set_trainable(model, cfg.trainable_layers if not args.tiny_random else None)
     backend = TimedBackend(inner)
     vec = make_vec(n, env_cfg, backend=backend, tasks=tasks)
-    policy = Policy(model, tok, max_new_tokens=args.max_new_tokens, temperature=1.0)
+    policy = Policy(model, tok, max_new_tokens=args.max_new_tokens, temperature=temperature)
     opt = torch.optim.AdamW(params, lr=1e-5)
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     trajs = collect_rollouts(policy, vec, batch_tasks, args.group, step=0, generator=gen)
     t1 = time.perf_counter()
-    grpo_update(model, opt, trajs, GRPOSettings(group_size=args.group, micro_batch_size=4),
+    grpo_update(model, opt, trajs, GRPOSettings(group_size=args.group, temperature=temperature,
+                                                micro_batch_size=cfg.grpo.micro_batch_size),
                 tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     t2 = time.perf_counter()
     sim_s = backend.seconds
@@ -138,7 +144,7 @@ def main() -> int:
         trl_s = time.perf_counter() - t3
 
     fig = {
-        "setup": what, "episodes": n, "completion_tokens": tokens, "searches": searches,
+        "setup": what, "threads": threads, "episodes": n, "completion_tokens": tokens, "searches": searches,
         "generation_s": round(gen_s, 3), "simulator_s": round(sim_s, 3), "update_s": round(upd_s, 3),
         "ours_step_s": round(ours, 3), "generation_share": round(gen_s / ours, 3),
         "simulator_share": round(sim_s / ours, 3), "update_share": round(upd_s / ours, 3),

@@ -146,3 +146,32 @@ def test_rollout_func_drives_a_real_trl_step():
     assert rollout.calls == 1
     assert cb.history and "noise_probability" in cb.history[-1] and "rollout/searches_per_episode" in cb.history[-1]
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_batched_logprobs_equal_each_trajectory_alone_and_match_sampling():
+    """Padding never changes a trajectory's numbers: the batch gives what each trajectory gives alone,
+    and at the sampling temperature these equal the log-probabilities recorded while sampling."""
+    from agents.grpo import packed_rows
+
+    model = tiny_model(seed=5)
+    trajs = _trajectories(model, group=2, n_tasks=2, temperature=0.8)
+    short = copy.deepcopy(trajs[1])  # a shorter trajectory, so the batch is padded
+    keep = len(short.completion_ids) // 2
+    short.completion_ids, short.env_mask, short.logprobs = (short.completion_ids[:keep], short.env_mask[:keep],
+                                                            short.logprobs[:keep])
+    trajs[1] = short
+    pad = tiny_tokenizer().pad_token_id
+    zeros = torch.zeros(len(trajs))
+    batch = make_batch(trajs, zeros, zeros, pad)
+    assert len({len(t.prompt_ids) + len(t.completion_ids) for t in trajs}) > 1  # padding is in play
+    _, attn, _ = packed_rows(batch)
+    assert bool(attn[:, 0].all())  # every row starts with a real token: no fully masked attention row
+    with torch.no_grad():
+        together, hidden = completion_logprobs(model, batch, 0.8, need_hidden=True)
+        for i, t in enumerate(trajs):
+            alone, h1 = completion_logprobs(model, make_batch([t], zeros[:1], zeros[:1], pad), 0.8, need_hidden=True)
+            n = len(t.completion_ids)
+            assert torch.allclose(together[i, :n], alone[0, :n], atol=1e-5)
+            assert torch.allclose(hidden[i, :n], h1[0, :n], atol=1e-5)
+            agent = torch.tensor(t.env_mask, dtype=torch.bool)
+            assert torch.allclose(alone[0, :n][agent], torch.tensor(t.logprobs)[agent], atol=1e-4)

@@ -84,6 +84,41 @@ def test_warmup_masks_environment_tokens_and_learns(tmp_path):
     assert float(sft_loss(model, data, tok.pad_token_id)) < before
 
 
+def test_frozen_prefix_cache_gives_the_full_pass_loss_and_gradients():
+    """The warm-up's cache of the frozen lower blocks changes nothing but the work done: loss and
+    gradients equal a full pass, whatever padding the batch has."""
+    from agents.policy import Policy
+    from agents.trainer import set_trainable
+    from agents.warmup import FrozenPrefix, build_oracle_dataset, sft_loss
+    from zerosearch_env import make_vec
+
+    model, tok = tiny_model(seed=3), tiny_tokenizer()
+    pad = tok.pad_token_id
+    vec = make_vec(3, backend=lookup_backend(), tasks=TASKS, max_turns=3, top_k=1)
+    data = build_oracle_dataset(Policy(model, tok), vec, TASKS)
+    assert FrozenPrefix.for_model(model, pad) is None  # nothing frozen yet: no cache
+    trainable = set_trainable(model, 1)
+    prefix = FrozenPrefix.for_model(model, pad)
+    assert prefix is not None and prefix.start == 1 and prefix.check(data[0])
+    lengths = {len(t.completion_ids) for t in data[:3]}
+    assert len(lengths) > 1  # the batch below is padded
+
+    def loss_and_grads(**kw):
+        model.zero_grad(set_to_none=True)
+        loss = sft_loss(model, data[:3], pad, **kw)
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in trainable]
+
+    full_loss, full_grads = loss_and_grads()
+    for _ in range(2):  # the second time the states come from the cache
+        loss, grads = loss_and_grads(prefix=prefix, keys=[0, 1, 2])
+        assert loss == pytest.approx(full_loss, rel=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(grads, full_grads))
+    assert sorted(prefix.states) == [0, 1, 2]
+    with pytest.raises(ValueError, match="one key per trajectory"):
+        sft_loss(model, data[:3], pad, prefix=prefix, keys=[0])
+
+
 def test_cli_train_and_eval_smoke(tmp_path):
     from agents.cli import main
 

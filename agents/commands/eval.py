@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    from agents.trainer import set_torch_threads
+
+    set_torch_threads(cfg.threads)
     from agents.evaluate import run_episodes, summarize
     from zerosearch_env.data import load_tasks
     from zerosearch_env.vector_env import make_vec
