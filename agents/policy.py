@@ -72,6 +72,7 @@ class Policy:
         self._kv: OrderedDict[str, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = OrderedDict()
         self.cache_token_budget = int(cache_token_budget)
         self.cache_stats = {"hits": 0, "reused_tokens": 0, "computed_tokens": 0}
+        self._shared: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     # ----------------------------------------------------------------- tokenisation (once per text)
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -105,6 +106,7 @@ class Policy:
         and whenever the weights change: a kept cache belongs to the weights that computed it."""
         if keys is None:
             self._kv.clear()
+            self._shared = None
             return
         for k in keys:
             self._kv.pop(k, None)
@@ -119,6 +121,32 @@ class Policy:
             self._kv.pop(key, None)
             return None
         return entry
+
+    def _shared_prefix(self, contexts: Sequence[Sequence[int]], min_tokens: int = 16):
+        """Keys/values of the prefix that fresh contexts share (the prompt's instructions): the kept
+        one when it still fits one of them, else the longest common prefix of two or more contexts,
+        computed once (>= `min_tokens`); None when there is none."""
+        def fits(ids: list[int]) -> bool:
+            return any(len(ids) < len(c) and list(c[:len(ids)]) == ids for c in contexts)
+
+        if self._shared is not None and fits(self._shared[0]):
+            return self._shared
+        if len(contexts) < 2:
+            return None
+        first, n = contexts[0], min(len(c) for c in contexts) - 1
+        common = 0
+        while common < n and all(c[common] == first[common] for c in contexts):
+            common += 1
+        if common < min_tokens:
+            return None
+        ids = [int(t) for t in first[:common]]
+        device = next(self.model.parameters()).device
+        with self._autocast():
+            out = self.model(input_ids=torch.tensor([ids], dtype=torch.long, device=device), use_cache=True,
+                             logits_to_keep=1)
+        self._shared = (ids, [(layer.keys[0].clone(), layer.values[0].clone()) for layer in out.past_key_values.layers])
+        self.cache_stats["computed_tokens"] += common
+        return self._shared
 
     def _keep(self, key: str, ids: list[int], past, row: int, mask_row: torch.Tensor) -> None:
         """Keep row `row` of the batch cache (its real positions only) under `key`."""
@@ -141,7 +169,8 @@ class Policy:
         `cache_keys` (one per context, e.g. episode ids): keep each sequence's keys/values after
         the turn, and on the next call with the same key start from them when the kept ids are a
         prefix of the new context, so a turn costs only its new tokens (the environment's feedback)
-        instead of the whole transcript again. The results are those of a fresh pass."""
+        instead of the whole transcript again; fresh episodes start from the kept keys/values of
+        the prompt prefix they share. The results are those of a fresh pass."""
         if not contexts:
             return []
         if any(len(c) == 0 for c in contexts):
@@ -156,6 +185,14 @@ class Policy:
         n = len(contexts)
         cached = [self._cached_prefix(cache_keys[i], c) if cache_keys is not None else None
                   for i, c in enumerate(contexts)]
+        cold = [i for i, e in enumerate(cached) if e is None]
+        if cache_keys is not None and cold:  # fresh episodes start from the prompt prefix they share
+            shared = self._shared_prefix([contexts[i] for i in cold])
+            if shared is not None:
+                for i in cold:
+                    c = contexts[i]
+                    if len(shared[0]) < len(c) and list(c[:len(shared[0])]) == shared[0]:
+                        cached[i] = shared
         c_len = [len(e[0]) if e is not None else 0 for e in cached]
         self.cache_stats["hits"] += sum(e is not None for e in cached)
         self.cache_stats["reused_tokens"] += sum(c_len)

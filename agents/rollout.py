@@ -94,7 +94,7 @@ def collect_rollouts(policy: Policy, vec_env, tasks: Sequence[Task], group_size:
     final: list[dict] = [{} for _ in range(n)]
     cut = np.zeros(n, dtype=bool)
     keys = [f"rollout:{i}:{e}" for i, e in enumerate(episode_ids)]  # the group's samples share an episode id
-    policy.forget(keys)
+    policy.forget()  # the weights may have changed since anything was kept
     while True:
         active = vec_env.active
         live = [i for i in range(n) if active[i] and not cut[i]]
@@ -119,7 +119,7 @@ def collect_rollouts(policy: Policy, vec_env, tasks: Sequence[Task], group_size:
             if not ended and len(trajs[i].completion_ids) >= max_completion_tokens:
                 cut[i] = True
                 trajs[i].reward = 0.0
-    policy.forget(keys)
+    policy.forget()
     for i, t in enumerate(trajs):
         info = final[i]
         noisy = [s.get("mode") == "noisy" for s in search_infos[i] if "mode" in s]

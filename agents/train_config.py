@@ -1,13 +1,14 @@
 """`TrainConfig`: every hyperparameter of `zerosearch train`, with the presets `tiny` and `gpu`.
 
-- `tiny` (the embedded default, sized for a shared 2-core CPU): SmolLM2-135M-Instruct policy
-  (the top 6 of 30 blocks trained, `trainable_layers: null` for full fine-tuning; bf16 autocast only
-  where the CPU has native bf16; one torch thread), the same small model as the simulator (a
-  separate frozen copy), the built-in fictional world (k = 2 documents of <= 200 characters, 4
-  turns), the exponential (ZeroSearch) curriculum 0 -> 0.5, a supervised warm-up on 64 oracle
-  trajectories x 2 epochs (BM25, single-hop and multi-hop), then 4 GRPO steps of 2 questions x 4
-  samples with our minimal loop (`trainer: ours`; `trainer: trl` runs TRL's GRPOTrainer on the same
-  rollouts).
+- `tiny` (the embedded default, sized for a 2-core CPU): SmolLM2-135M-Instruct policy (the top 6
+  of 30 blocks trained, `trainable_layers: null` for full fine-tuning; bf16 autocast only where the
+  CPU has native bf16; torch threads from the idle cores), the same small model as the simulator (a
+  separate frozen copy; 24-word documents, no regeneration round: the gate repairs or flags), the
+  built-in fictional world (k = 2 documents of <= 200 characters, 4 turns), the exponential
+  (ZeroSearch) curriculum 0 -> 0.5, a supervised warm-up on 128 oracle trajectories x 3 epochs
+  (BM25, single-hop and multi-hop; the frozen blocks' states are computed once and reused), then 4
+  GRPO steps of 2 questions x 4 samples with our minimal loop (`trainer: ours`; `trainer: trl`
+  runs TRL's GRPOTrainer on the same rollouts).
 - `gpu` (documented, not run here): ZeroSearch-style. A Qwen2.5-3B-Instruct policy trained with
   TRL's GRPOTrainer, a 14B simulator behind OpenAI-compatible vLLM/SGLang servers (several URLs
   = replicas), k = 5, max_turns = 5, curriculum 0 -> 0.5.
@@ -32,12 +33,12 @@ class WarmupConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    num_tasks: int = Field(64, ge=0, description="training questions the oracle runs on (correct ones are kept)")
-    epochs: int = Field(2, ge=1)
+    num_tasks: int = Field(128, ge=0, description="training questions the oracle runs on (correct ones are kept)")
+    epochs: int = Field(3, ge=1)
     batch_size: int = Field(8, ge=1)
     micro_batch_size: int = Field(1, ge=1, description=(
         "trajectories per forward pass; 1 wastes nothing on padding, which on a CPU is the fastest"))
-    learning_rate: float = Field(1e-4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
     backend: str = Field("bm25", description="the real backend the oracle searches")
     max_grad_norm: float = 1.0
     cache_frozen: bool = Field(True, description=(
@@ -53,7 +54,7 @@ class GRPOConfigModel(BaseModel):
     steps: int = Field(4, ge=0)
     prompts_per_step: int = Field(2, ge=1)
     group_size: int = Field(4, ge=2)
-    learning_rate: float = Field(2e-5, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
     temperature: float = Field(0.7, gt=0, description=(
         "sampling temperature of rollouts; at 1.0 the warmed-up 135M policy wrote invalid turns 62-67% of the time "
         "and every group scored 0 (no GRPO signal) in the measured tiny run"))
@@ -90,7 +91,7 @@ class TrainConfig(BaseModel):
     curriculum: dict[str, Any] = Field(default_factory=lambda: {
         "type": "exponential", "p_start": 0.0, "p_end": 0.5, "total_steps": 4, "base": 4.0})
     simulator: dict[str, Any] = Field(default_factory=lambda: {
-        "engine": "transformers", "words_per_doc": 30, "max_new_tokens": 160, "max_regenerations": 1},
+        "engine": "transformers", "words_per_doc": 24, "max_new_tokens": 112, "max_regenerations": 0},
         description="backend_options of the simulator (the curriculum is added from `curriculum`)")
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     grpo: GRPOConfigModel = Field(default_factory=GRPOConfigModel)

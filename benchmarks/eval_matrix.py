@@ -6,7 +6,8 @@ held-out questions; EM and format compliance for single-hop and multi-hop questi
     python benchmarks/eval_matrix.py runs/tiny --n 500 --noises 0 0.5 1
 
 Each cell is one `zerosearch eval` run, its JSON report written to RUN/eval/<model>_<backend>.json;
-cells whose report already exists are not run again, so an interrupted matrix continues. Prints a
+cells whose report already exists are not run again, so an interrupted matrix continues, and
+several processes may share the work (`--models`, `--backends`; `--config` with `threads: 1` each). Prints a
 markdown table and writes it, with the figures, to RUN/eval/matrix.md and RUN/eval/matrix.json.
 Multi-hop = bridge and comparison questions (both need two searches).
 """
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="the run's TrainConfig file, when it was not the tiny preset")
     ap.add_argument("--num-envs", type=int, default=50)
     ap.add_argument("--models", nargs="*", default=None, help="subset of base, warmup, grpo")
+    ap.add_argument("--backends", nargs="*", default=None, help="subset of bm25, sim<P> (e.g. sim0.5)")
     args = ap.parse_args(argv)
 
     from agents.cli import main as cli
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     backends = [("bm25", ["--backend", "bm25"])] + [
         (f"sim{p:g}", ["--backend", "simulator", "--noise", str(p)]) for p in args.noises]
+    backends = [b for b in backends if args.backends is None or b[0] in args.backends]
     models = [m for m in _models(run) if args.models is None or m[0] in args.models]
     cells = []
     for mname, margs in models:

@@ -67,3 +67,20 @@ def test_the_kept_cache_stays_within_its_token_budget():
     held = sum(len(ids) for ids, _ in policy._kv.values())
     assert held <= 60 or len(policy._kv) == 1
     assert "k5" in policy._kv and "k0" not in policy._kv  # the oldest go first
+
+
+def test_fresh_episodes_start_from_the_prompt_prefix_they_share():
+    model, tok = tiny_model(seed=8), tiny_tokenizer()
+    head = "Answer the question below. You may search as often as you need. To search, write a query. "
+    prompts = [head + q for q in ("Question: where was Ab born?", "Question: who founded Cd?", "Q: which river?")]
+    kept, fresh = Policy(model, tok, max_new_tokens=8), Policy(model, tok, max_new_tokens=8)
+    ctx = [kept.prompt_ids(p) for p in prompts]
+    a = fresh.generate_turns(ctx, greedy=True)
+    b = kept.generate_turns(ctx, greedy=True, cache_keys=["x", "y", "z"])
+    shared_ids, _ = kept._shared
+    assert len(shared_ids) >= 16 and all(c[:len(shared_ids)] == shared_ids for c in ctx)
+    assert kept.cache_stats["hits"] == 3
+    for x, y in zip(a, b):
+        assert x.ids == y.ids and x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+    kept.forget()
+    assert kept._shared is None and not kept._kv
