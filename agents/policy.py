@@ -141,9 +141,17 @@ class Policy:
             return None
         ids = [int(t) for t in first[:common]]
         device = next(self.model.parameters()).device
-        with self._autocast():
-            out = self.model(input_ids=torch.tensor([ids], dtype=torch.long, device=device), use_cache=True,
-                             logits_to_keep=1)
+        was_training = self.model.training
+        self.model.eval()  # in training mode a model with gradient checkpointing returns no cache
+        try:
+            with self._autocast():
+                out = self.model(input_ids=torch.tensor([ids], dtype=torch.long, device=device), use_cache=True,
+                                 logits_to_keep=1)
+        finally:
+            if was_training:
+                self.model.train()
+        if out.past_key_values is None:
+            return None
         self._shared = (ids, [(layer.keys[0].clone(), layer.values[0].clone()) for layer in out.past_key_values.layers])
         self.cache_stats["computed_tokens"] += common
         return self._shared

@@ -144,3 +144,17 @@ def test_cli_train_and_eval_smoke(tmp_path):
     assert rep["n"] == 4 and set(rep["summary"]) >= {"em", "f1", "format_compliance", "invalid_rate", "by_kind"}
     assert main(["eval", "--agent", "oracle", "--config", str(path), "--n", "4", "--no-progress"]) == 0
     assert main(["train", "--config", str(tmp_path / "missing.json"), "--output", str(out)]) == 2
+
+
+def test_torch_threads_follow_the_request_or_the_idle_cores():
+    import os
+
+    from agents.trainer import set_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_torch_threads(1) == 1 and torch.get_num_threads() == 1
+        n = set_torch_threads(None)
+        assert 1 <= n <= (os.cpu_count() or 1) and torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(before)

@@ -49,13 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A folder holding a model (config.json or adapter_config.json): `path` itself, else its
-    newest sub-folder that holds one (a run folder with checkpoints inside)."""
+    """A folder holding a model (config.json or adapter_config.json): `path` itself, a training
+    run's `checkpoint/`, else its newest sub-folder that holds one."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no checkpoint at {p}")
     if (p / "config.json").exists() or (p / "adapter_config.json").exists():
         return p
+    if (p / "checkpoint" / "config.json").exists():  # a `zerosearch train` run folder: its latest checkpoint
+        return p / "checkpoint"
     found = [c.parent for c in p.rglob("config.json")] + [c.parent for c in p.rglob("adapter_config.json")]
     if not found:
         raise FileNotFoundError(f"{p} holds no model (no config.json or adapter_config.json below it)")
