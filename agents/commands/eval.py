@@ -45,15 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and AUROC of confidence vs EM"))
 
 
-def _model_dir(path: str) -> Path:
-    p = Path(path)
-    if (p / "checkpoint" / "config.json").exists():
-        return p / "checkpoint"
-    if (p / "config.json").exists():
-        return p
-    raise FileNotFoundError(f"{path}: neither a model folder nor a run folder with checkpoint/")
-
-
 def run(args: argparse.Namespace) -> int:
     from agents.train_config import TrainConfig, preset
 
@@ -66,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         cfg = TrainConfig.load(args.config) if args.config else preset("tiny")
-        model_dir = _model_dir(args.checkpoint) if args.checkpoint else None
+        from agents.commands.compare import find_checkpoint
+
+        model_dir = find_checkpoint(args.checkpoint) if args.checkpoint else None
     except (OSError, ValueError) as e:
         print(f"zerosearch eval: {e}", file=sys.stderr)
         return 2
