@@ -18,7 +18,7 @@ import numpy as np
 from zerosearch_env.data.task import Task
 from zerosearch_env.rewards import format_reward, normalize_answer
 
-__all__ = ["run_episodes", "summarize", "info_at", "holds_answer"]
+__all__ = ["run_episodes", "summarize", "info_at", "holds_answer", "paired_em_difference"]
 
 
 def _plain(value: Any) -> Any:
@@ -201,3 +201,29 @@ def summarize(records: Sequence[dict]) -> dict:
     kinds = sorted({r["kind"] for r in records})
     out["by_kind"] = {k: _block([r for r in records if r["kind"] == k]) for k in kinds}
     return out
+
+
+def paired_em_difference(records_a: Sequence[dict], records_b: Sequence[dict]) -> dict:
+    """EM of B minus EM of A on the questions both evaluated (matched by `task_id`), paired.
+
+    Returns n, em_a, em_b, diff, se (standard error of the mean per-question difference),
+    b_only / a_only (questions only B / only A got right) and p_mcnemar: the exact two-sided
+    McNemar p-value, i.e. a binomial test of b_only against a_only with probability 1/2. Pairing
+    removes the question-difficulty variance that two independent standard errors carry.
+    Raises ValueError when the two sets share no question.
+    """
+    a = {r["task_id"]: float(r["em"]) for r in records_a}
+    b = {r["task_id"]: float(r["em"]) for r in records_b}
+    common = [t for t in a if t in b]
+    if not common:
+        raise ValueError("paired_em_difference: the two record sets share no task_id")
+    d = [b[t] - a[t] for t in common]
+    n = len(d)
+    mean = sum(d) / n
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n) if n > 1 else float("nan")
+    b_only = sum(1 for t in common if b[t] > a[t])
+    a_only = sum(1 for t in common if a[t] > b[t])
+    k, m = min(a_only, b_only), a_only + b_only
+    tail = sum(math.comb(m, i) for i in range(k + 1)) / 2.0 ** m if m else 1.0
+    return {"n": n, "em_a": sum(a[t] for t in common) / n, "em_b": sum(b[t] for t in common) / n,
+            "diff": mean, "se": se, "b_only": b_only, "a_only": a_only, "p_mcnemar": min(1.0, 2.0 * tail)}
