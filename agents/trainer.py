@@ -185,9 +185,10 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def plot_curves(rows: Sequence[dict], path: Path) -> None:
+def plot_curves(rows: Sequence[dict], path: Path) -> list[str]:
     """curves.png: warm-up loss, then per GRPO step reward, EM, noise probability, searches per
-    episode and invalid rate."""
+    episode and invalid rate. Returns the titles of the panels this run has no data for (drawn as
+    "not in this run", e.g. the warm-up loss of a run started from a warmed-up model)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,16 +208,24 @@ def plot_curves(rows: Sequence[dict], path: Path) -> None:
 
         plot_monitor_curves(axes[2, 2], grpo)
         axes[2, 2].grid(alpha=0.3)
+    empty = []
     for ax, (title, data, key) in zip(axes.ravel(), panels):
         xs = [r["step"] for r in data if key in r]
         ys = [r[key] for r in data if key in r]
-        ax.plot(xs, ys, marker="o" if len(xs) < 40 else None, ms=3)
+        if xs:
+            ax.plot(xs, ys, marker="o" if len(xs) < 40 else None, ms=3)
+        else:  # e.g. no warm-up in a run that starts from a warmed-up model
+            empty.append(title)
+            ax.text(0.5, 0.5, "not in this run", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return empty
 
 
 # ---------------------------------------------------------------------------------- the run

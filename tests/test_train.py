@@ -158,3 +158,15 @@ def test_torch_threads_follow_the_request_or_the_idle_cores():
         assert 1 <= n <= (os.cpu_count() or 1) and torch.get_num_threads() == n
     finally:
         torch.set_num_threads(before)
+
+
+def test_curves_mark_panels_without_data(tmp_path):
+    from agents.trainer import plot_curves
+
+    grpo = [{"phase": "grpo", "step": i, "reward": 0.1 * i, "em": 0.1 * i, "noise_probability": 0.05 * i,
+             "searches_per_episode": 1.0, "invalid_rate": 0.0} for i in range(3)]
+    empty = plot_curves(grpo, tmp_path / "curves.png")
+    assert empty == ["warm-up loss"]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    warm = [{"phase": "warmup", "step": 0, "loss": 2.0}]
+    assert plot_curves(warm + grpo, tmp_path / "curves2.png") == []
