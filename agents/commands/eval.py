@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if args.best_of > 1:
         import torch
 
+        policy.forget()  # the greedy episodes' keys/values are not needed by the sampled ones
+
         from agents.sprm import SPRMHead, best_of_n
 
         try:
