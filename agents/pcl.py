@@ -144,7 +144,8 @@ def opener_rest(agent_text: str, open_tag: str) -> str:
 
 
 def append_segments(policy, trajs: Sequence, open_tag: str, close_tag: str, generator: torch.Generator | None = None,
-                    max_new_tokens: int = 12, force_open: bool = True, greedy: bool = False) -> list[str]:
+                    max_new_tokens: int = 12, force_open: bool = True, greedy: bool = False,
+                    batch_size: int = 32) -> list[str]:
     """Continue each rollout `Trajectory` with a short tagged segment written by the policy.
 
     The opening tag is appended as a prompt (env_mask 0: it is not sampled) when `force_open`; the
@@ -152,6 +153,8 @@ def append_segments(policy, trajs: Sequence, open_tag: str, close_tag: str, gene
     log-probabilities, so the GRPO loss trains them). `turn_ends` keeps only the real turns.
     Returns the segment text of each trajectory (opening tag included).
     A turn whose last token already began the tag ("</answer><") gets only the rest of it.
+    Generation runs `batch_size` trajectories at a time: a batch's keys/values cover whole
+    transcripts, and best-of-N evaluation passes hundreds of them (all at once ran out of memory).
     """
     if not trajs:
         return []
@@ -162,8 +165,10 @@ def append_segments(policy, trajs: Sequence, open_tag: str, close_tag: str, gene
         if rest:
             t.add(policy.encode(rest), rest, agent=False)
         t.turn_ends = ends
-    turns = seg_policy.generate_turns([t.prompt_ids + t.completion_ids for t in trajs], greedy=greedy,
-                                      generator=generator)
+    turns = []
+    for s in range(0, len(trajs), max(1, int(batch_size))):
+        turns += seg_policy.generate_turns([t.prompt_ids + t.completion_ids for t in trajs[s:s + batch_size]],
+                                           greedy=greedy, generator=generator)
     texts = []
     for t, turn in zip(trajs, turns):
         ends = list(t.turn_ends)

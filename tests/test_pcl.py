@@ -68,3 +68,31 @@ def test_segment_batch_supervises_only_the_segment():
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()
     assert model.lm_head.weight.grad.abs().sum() > 0
+
+
+def test_append_segments_in_chunks_writes_what_one_batch_writes():
+    """Best-of-N evaluation passes hundreds of trajectories: append_segments generates them
+    `batch_size` at a time, with the same greedy result as one batch (memory, not numbers)."""
+    from agents.pcl import append_segments
+    from agents.policy import Policy
+    from agents.rollout import Trajectory
+
+    tok = tiny_tokenizer()
+    policy = Policy(tiny_llama(len(tok)), tok, max_new_tokens=6, use_chat_template=False)
+
+    def trajs():
+        out = []
+        for i in range(5):
+            t = Trajectory(prompt=f"q{i}", prompt_ids=policy.encode(f"question {i}: who?"))
+            t.add(policy.encode(f"<answer>name {i}{' x' * i}</answer>"), "answer", agent=True,
+                  logprobs=[0.0] * len(policy.encode(f"<answer>name {i}{' x' * i}</answer>")))
+            out.append(t)
+        return out
+
+    whole, chunked = trajs(), trajs()
+    a = append_segments(policy, whole, "<confidence>", "</confidence>", greedy=True, max_new_tokens=6)
+    b = append_segments(policy, chunked, "<confidence>", "</confidence>", greedy=True, max_new_tokens=6, batch_size=2)
+    assert a == b and all(x.startswith("<confidence>") for x in a)
+    for x, y in zip(whole, chunked):
+        assert x.completion_ids == y.completion_ids and x.env_mask == y.env_mask
+        assert x.segments[1] == ("<confidence>", False)  # the opening tag is given, not sampled
