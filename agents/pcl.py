@@ -165,9 +165,10 @@ def append_segments(policy, trajs: Sequence, open_tag: str, close_tag: str, gene
         if rest:
             t.add(policy.encode(rest), rest, agent=False)
         t.turn_ends = ends
+    size = max(1, int(batch_size))
     turns = []
-    for s in range(0, len(trajs), max(1, int(batch_size))):
-        turns += seg_policy.generate_turns([t.prompt_ids + t.completion_ids for t in trajs[s:s + batch_size]],
+    for s in range(0, len(trajs), size):
+        turns += seg_policy.generate_turns([t.prompt_ids + t.completion_ids for t in trajs[s:s + size]],
                                            greedy=greedy, generator=generator)
     texts = []
     for t, turn in zip(trajs, turns):

@@ -84,8 +84,8 @@ def test_append_segments_in_chunks_writes_what_one_batch_writes():
         out = []
         for i in range(5):
             t = Trajectory(prompt=f"q{i}", prompt_ids=policy.encode(f"question {i}: who?"))
-            t.add(policy.encode(f"<answer>name {i}{' x' * i}</answer>"), "answer", agent=True,
-                  logprobs=[0.0] * len(policy.encode(f"<answer>name {i}{' x' * i}</answer>")))
+            ids = policy.encode(f"<answer>name {i}{' x' * i}</answer>")
+            t.add(ids, "answer", agent=True, logprobs=[0.0] * len(ids))
             out.append(t)
         return out
 

@@ -122,8 +122,6 @@ def run(args: argparse.Namespace) -> int:
         report["calibration"] = calibration_report([r.get("confidence") for r in answered],
                                                    [float(r["em"]) for r in answered])
     if args.best_of > 1:
-        import torch
-
         policy.forget()  # the greedy episodes' keys/values are not needed by the sampled ones
 
         from agents.sprm import SPRMHead, best_of_n
