@@ -1,4 +1,4 @@
-"""The `zerosearch` command line. Each sub-command lives in `agents/commands/<name>.py` and
+"""The `zerosearch` command line. Each sub-command lives in `agents/commands/<name>.py` ("-" -> "_") and
 exposes `add_arguments(parser)` and `run(args) -> int`; they are imported only when used."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ COMMANDS = {
     "compare": "one agent against several search backends: EM, F1, latency, cost; table and PNG",
     "serve": "serve any backend behind a Search-R1-compatible /retrieve HTTP endpoint",
     "bench": "run a benchmark script from benchmarks/ and print its figures",
+    "sprm-fit": "fit a checkpoint's SPRM head on the policy's own rollouts (for eval --best-of)",
 }
 
 
@@ -26,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         try:
-            module = importlib.import_module(f"agents.commands.{name}")
+            module = importlib.import_module(f"agents.commands.{name.replace('-', '_')}")
         except ModuleNotFoundError as e:
-            if e.name != f"agents.commands.{name}":
+            if e.name != f"agents.commands.{name.replace('-', '_')}":
                 raise
             p.set_defaults(_unavailable=name)
             continue

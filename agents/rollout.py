@@ -135,6 +135,31 @@ def collect_rollouts(policy: Policy, vec_env, tasks: Sequence[Task], group_size:
     return trajs
 
 
+def collect_groups(policy: Policy, vec_env, tasks: Sequence[Task], group_size: int, step: int = 0,
+                   generator: torch.Generator | None = None, salt: str = "", progress: bool = False,
+                   desc: str = "sampling", **kwargs) -> list[Trajectory]:
+    """`group_size` trajectories for each of any number of `tasks`, through a vector env whose
+    sub-envs are a multiple of `group_size`: the tasks run in chunks of `vec_env.num_envs //
+    group_size` (the last chunk padded with its own last task, whose extra samples are dropped).
+    Returns the trajectories task by task, `group_size` each."""
+    if group_size < 1 or vec_env.num_envs % group_size:
+        raise ValueError(f"the vector env's {vec_env.num_envs} sub-envs are not a multiple of {group_size}")
+    from tqdm.auto import tqdm
+
+    per_chunk = vec_env.num_envs // group_size
+    tasks = list(tasks)
+    trajs: list[Trajectory] = []
+    bar = tqdm(total=len(tasks), desc=desc, unit="question", disable=not progress)
+    for s in range(0, len(tasks), per_chunk):
+        real = tasks[s:s + per_chunk]
+        chunk = real + [real[-1]] * (per_chunk - len(real))  # fixed-size vector env: pad, then drop
+        got = collect_rollouts(policy, vec_env, chunk, group_size, step, generator=generator, salt=salt, **kwargs)
+        trajs += got[: len(real) * group_size]
+        bar.update(len(real))
+    bar.close()
+    return trajs
+
+
 def unbatch_info(infos: dict, i: int) -> dict:
     """Sub-env `i`'s info from gymnasium's batched info dict (nested dicts included)."""
     out: dict = {}

@@ -90,8 +90,11 @@ class SPRMHead(nn.Module):
         return {"hidden_size": self.hidden_size, "mlp_size": self.mlp_size, "dropout": self.dropout}
 
     def save(self, directory: str | Path) -> Path:
-        """Write `sprm_head.pt` (config + state dict) into `directory`."""
-        path = Path(directory) / HEAD_FILE
+        """Write `sprm_head.pt` (config + state dict) into `directory`, or to `directory` itself when
+        it names a `.pt` file."""
+        path = Path(directory)
+        if path.suffix != ".pt":
+            path = path / HEAD_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"config": self.config(), "state_dict": self.state_dict()}, path)
         return path
@@ -381,10 +384,10 @@ def _forward_hidden(model, rows: list[list[int]], pad_id: int, hidden_layer: int
 @torch.no_grad()
 def score_trajectories(model, head: SPRMHead, trajs: Sequence, tokenizer, pad_id: int | None = None,
                        think_paragraphs: bool = True, batch_size: int = 8, hidden_layer: int = -2,
-                       autocast_dtype: torch.dtype | None = None) -> list[float]:
+                       autocast_dtype: torch.dtype | None = None, store: bool = True) -> list[float]:
     """SPRM trajectory score (geometric mean of step scores) of each rollout `Trajectory`, from a
     forward pass of the policy over prompt + completion (NaN for a trajectory without agent tokens).
-    Also stores the score in `traj.info["sprm_score"]`."""
+    With `store` (default) the score is also kept in `traj.info["sprm_score"]`."""
     if pad_id is None:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
@@ -405,7 +408,7 @@ def score_trajectories(model, head: SPRMHead, trajs: Sequence, tokenizer, pad_id
             scores += [float(x) for x in trajectory_scores(logits, traj_index, len(part))]
     finally:
         model.train(was_training)
-    for t, sc in zip(trajs, scores):
+    for t, sc in zip(trajs, scores if store else []):
         if getattr(t, "info", None) is not None:
             t.info["sprm_score"] = sc
     return scores
@@ -478,7 +481,8 @@ class SPRMLoss:
 
 def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: int = 0,
               generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
-              think_paragraphs: bool = True, confidence: bool = False) -> tuple[list, dict]:
+              think_paragraphs: bool = True, confidence: bool = False,
+              other_heads: dict[str, SPRMHead] | None = None) -> tuple[list, dict]:
     """Best-of-N with SPRM: sample `n` trajectories per task (`vec_env` holds a multiple of `n`
     sub-envs), score each with the head, keep the highest-scoring one per task.
 
@@ -487,21 +491,17 @@ def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: in
     correct), `first_sample_em`, and `sprm_auroc` (trajectory score vs EM over all samples; None
     with one class only). With `confidence=True` the policy writes `<confidence>` greedily after
     each answer first (`agents.calibration.add_confidence`) and `calibration` (ECE/Brier/AUROC of
-    the chosen trajectories' confidences) and `calibration_all_samples` are added.
+    the chosen trajectories' confidences) and `calibration_all_samples` are added. `other_heads`
+    (name -> head) score the same samples too: `other_heads[name]` holds each one's `sprm_auroc`
+    and `best_of_n_em`, a paired comparison of heads.
     """
     from agents.calibration import add_confidence, auroc, calibration_report
-    from agents.rollout import collect_rollouts
+    from agents.rollout import collect_groups
 
     if n < 1 or vec_env.num_envs % n:
         raise ValueError(f"the vector env's {vec_env.num_envs} sub-envs are not a multiple of n={n}")
-    per_chunk = vec_env.num_envs // n
     tasks = list(tasks)
-    trajs: list = []
-    for s in range(0, len(tasks), per_chunk):
-        real = tasks[s:s + per_chunk]
-        chunk = real + [real[-1]] * (per_chunk - len(real))  # fixed-size vector env: pad, then drop
-        got = collect_rollouts(policy, vec_env, chunk, n, step, generator=generator, salt="best-of")
-        trajs += got[: len(real) * n]
+    trajs = collect_groups(policy, vec_env, tasks, n, step, generator=generator, salt="best-of")
     if confidence:
         add_confidence(policy, trajs, greedy=True)
     scores = score_trajectories(policy.model, head, trajs, policy.tokenizer, think_paragraphs=think_paragraphs,
@@ -519,6 +519,16 @@ def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: in
         "first_sample_em": sum(g[0] for g in groups) / len(groups) if groups else 0.0,
         "sprm_auroc": auroc([scores[i] for i in finite], [em[i] for i in finite]) if finite else None,
     }
+    if other_heads:
+        figures["other_heads"] = {}
+        for name, other in other_heads.items():
+            o_scores = score_trajectories(policy.model, other, trajs, policy.tokenizer,
+                                          think_paragraphs=think_paragraphs, autocast_dtype=autocast_dtype, store=False)
+            o_idx = select_best(o_scores, n)
+            o_finite = [i for i, sc in enumerate(o_scores) if math.isfinite(sc)]
+            figures["other_heads"][name] = {
+                "best_of_n_em": sum(em[i] for i in o_idx) / len(o_idx) if o_idx else 0.0,
+                "sprm_auroc": auroc([o_scores[i] for i in o_finite], [em[i] for i in o_finite]) if o_finite else None}
     if confidence:
         for key, pool in (("calibration", chosen), ("calibration_all_samples", trajs)):
             answered = [t for t in pool if t.info.get("answered")]

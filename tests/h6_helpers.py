@@ -53,3 +53,17 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def make_traj(tok, turns, env, em, group=0, task=None):
+    """A rollout `Trajectory` from agent turns and the env texts between them, labelled by `em`."""
+    from agents.rollout import Trajectory
+
+    t = Trajectory(prompt="Q", prompt_ids=tok("Question: who?\n")["input_ids"], group=group, task=task)
+    for i, a in enumerate(turns):
+        t.add(tok(a)["input_ids"], a, agent=True, logprobs=[-1.0] * len(tok(a)["input_ids"]))
+        if i < len(env):
+            t.add(tok(env[i])["input_ids"], env[i], agent=False)
+    t.reward = float(em)
+    t.info = {"em": float(em), "f1": float(em), "answered": True}
+    return t

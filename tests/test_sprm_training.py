@@ -7,23 +7,11 @@ import torch
 
 from agents.calibration import auroc
 from agents.grpo import GRPOSettings, grpo_update
-from agents.rollout import Trajectory
 from agents.sprm import (SPRMHead, SPRMLoss, head_param_group, score_trajectories, spr_loss, trajectory_boundaries,
                          trajectory_scores)
-from tests.h6_helpers import tiny_llama, tiny_tokenizer, one_thread
+from tests.h6_helpers import make_traj as _traj, one_thread, tiny_llama, tiny_tokenizer
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
-
-
-def _traj(tok, turns, env, em, group=0):
-    t = Trajectory(prompt="Q", prompt_ids=tok("Question: who?\n")["input_ids"], group=group)
-    for i, a in enumerate(turns):
-        t.add(tok(a)["input_ids"], a, agent=True, logprobs=[-1.0] * len(tok(a)["input_ids"]))
-        if i < len(env):
-            t.add(tok(env[i])["input_ids"], env[i], agent=False)
-    t.reward = float(em)
-    t.info = {"em": float(em), "f1": float(em), "answered": True}
-    return t
 
 
 def _batch(tok):

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--best-of", type=int, default=1, help=(
         "N > 1: also sample N trajectories per question and keep the one the checkpoint's SPRM head scores "
         "highest (a run trained with signals.sprm); reports best-of-N vs best-of-1 EM and SPRM AUROC"))
+    parser.add_argument("--sprm-head", nargs="+", default=None, metavar="FILE", help=(
+        "with --best-of: the SPRM head file(s) to rank with (default: the checkpoint's sprm_head.pt; "
+        "`zerosearch sprm-fit` writes sprm_head_fit.pt). The first one chooses; every further one scores "
+        "the same samples and is reported beside it"))
     parser.add_argument("--calibration", action="store_true", help=(
         "ask for <confidence>q</confidence> after the answer; the report adds ECE (10 bins), Brier score "
         "and AUROC of confidence vs EM"))
@@ -50,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.noise <= 1.0:
         print("zerosearch eval: --noise must be in [0, 1]", file=sys.stderr)
+        return 2
+    if args.sprm_head and args.best_of < 2:
+        print("zerosearch eval: --sprm-head ranks the samples of --best-of N (N > 1)", file=sys.stderr)
         return 2
     if args.best_of < 1 or (args.best_of > 1 and not args.checkpoint):
         print("zerosearch eval: --best-of N needs N >= 1, and N > 1 needs --checkpoint of a run trained with "
@@ -124,10 +131,11 @@ def run(args: argparse.Namespace) -> int:
     if args.best_of > 1:
         policy.forget()  # the greedy episodes' keys/values are not needed by the sampled ones
 
-        from agents.sprm import SPRMHead, best_of_n
+        from agents.sprm import HEAD_FILE, SPRMHead, best_of_n
 
         try:
-            head = SPRMHead.load(model_dir).to(next(model.parameters()).device)
+            head_files = [str(h) for h in (args.sprm_head or [Path(model_dir) / HEAD_FILE])]
+            heads = {f: SPRMHead.load(f).to(next(model.parameters()).device) for f in head_files}
         except FileNotFoundError as e:
             print(f"zerosearch eval: {e}", file=sys.stderr)
             return 2
@@ -137,11 +145,14 @@ def run(args: argparse.Namespace) -> int:
         bvec = make_vec(per * args.best_of, env, tasks=tasks)
         device = next(model.parameters()).device
         gen = torch.Generator(device=device).manual_seed(args.seed)
-        _, fig = best_of_n(sampler, head, bvec, tasks, args.best_of, step=0, generator=gen, autocast_dtype=autocast,
-                           confidence=env.calibration)
-        report["best_of"] = fig
+        _, fig = best_of_n(sampler, heads[head_files[0]], bvec, tasks, args.best_of, step=0, generator=gen,
+                           autocast_dtype=autocast, confidence=env.calibration,
+                           other_heads={f: heads[f] for f in head_files[1:]})
+        report["best_of"] = {**fig, "sprm_head": head_files[0]}
         print(f"best-of-{args.best_of} (SPRM) EM {fig['best_of_n_em']:.3f} | best-of-1 EM {fig['best_of_1_em']:.3f} | "
               f"pass@{args.best_of} {fig['pass_at_n']:.3f} | SPRM AUROC {fig['sprm_auroc']}")
+        for f, o in fig.get("other_heads", {}).items():
+            print(f"  same samples, head {f}: best-of-{args.best_of} EM {o['best_of_n_em']:.3f} | SPRM AUROC {o['sprm_auroc']}")
     if "calibration" in report:
         c = report["calibration"]
         print(f"calibration: ECE {c['ece']} Brier {c['brier']} AUROC {c['auroc']} (stated {c['stated']}/{c['n']})")
