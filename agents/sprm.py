@@ -382,32 +382,63 @@ def _forward_hidden(model, rows: list[list[int]], pad_id: int, hidden_layer: int
 
 
 @torch.no_grad()
-def score_trajectories(model, head: SPRMHead, trajs: Sequence, tokenizer, pad_id: int | None = None,
-                       think_paragraphs: bool = True, batch_size: int = 8, hidden_layer: int = -2,
-                       autocast_dtype: torch.dtype | None = None, store: bool = True) -> list[float]:
-    """SPRM trajectory score (geometric mean of step scores) of each rollout `Trajectory`, from a
-    forward pass of the policy over prompt + completion (NaN for a trajectory without agent tokens).
-    With `store` (default) the score is also kept in `traj.info["sprm_score"]`."""
-    if pad_id is None:
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+def read_step_states(model, trajs: Sequence, tokenizer, think_paragraphs: bool = True, batch_size: int = 8,
+                     hidden_layer: int = -2, autocast_dtype: torch.dtype | None = None,
+                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One no-gradient forward pass of the policy over each rollout `Trajectory` (prompt +
+    completion); returns the `hidden_layer` states at its step boundaries (`trajectory_boundaries`)
+    as (states [S, H] float32 on the CPU, trajectory index [S]). A trajectory without agent tokens
+    has no row."""
+    from tqdm.auto import tqdm
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
     model.eval()
-    head.eval()
-    scores: list[float] = []
+    states, index = [], []
+    bar = tqdm(total=len(trajs), desc="step states", unit="traj", disable=not progress)
     try:
         for s in range(0, len(trajs), batch_size):
             part = list(trajs[s:s + batch_size])
-            rows = [list(t.prompt_ids) + list(t.completion_ids) for t in part]
             positions = [[len(t.prompt_ids) + b for b in trajectory_boundaries(t, tokenizer, think_paragraphs)]
                          for t in part]
-            if not any(positions):
-                scores += [float("nan")] * len(part)
-                continue
-            hidden = _forward_hidden(model, rows, pad_id, hidden_layer, autocast_dtype)
-            logits, traj_index = step_logits_from_hidden(head, hidden, positions, grad_scale=0.0)
-            scores += [float(x) for x in trajectory_scores(logits, traj_index, len(part))]
+            if any(positions):
+                rows = [list(t.prompt_ids) + list(t.completion_ids) for t in part]
+                hidden = _forward_hidden(model, rows, pad_id, hidden_layer, autocast_dtype)
+                st, ix = gather_step_states(hidden, positions)
+                states.append(st.float().cpu())
+                index.append(ix.cpu() + s)
+            bar.update(len(part))
     finally:
+        bar.close()
         model.train(was_training)
+    if not states:
+        return torch.zeros(0, int(model.config.hidden_size)), torch.zeros(0, dtype=torch.long)
+    return torch.cat(states), torch.cat(index)
+
+
+@torch.no_grad()
+def score_states(head: SPRMHead, states: torch.Tensor, traj_index: torch.Tensor, num_trajectories: int) -> list[float]:
+    """Trajectory scores (geometric mean of the head's step scores; NaN without steps) from
+    states read by `read_step_states`."""
+    was_training = head.training
+    head.eval()
+    try:
+        device = next(head.parameters()).device
+        logits = head(states.to(device)) if states.shape[0] else torch.zeros(0, device=device)
+        return [float(x) for x in trajectory_scores(logits, traj_index.to(device), num_trajectories)]
+    finally:
+        head.train(was_training)
+
+
+def score_trajectories(model, head: SPRMHead, trajs: Sequence, tokenizer, think_paragraphs: bool = True,
+                       batch_size: int = 8, hidden_layer: int = -2, autocast_dtype: torch.dtype | None = None,
+                       store: bool = True) -> list[float]:
+    """SPRM trajectory score (geometric mean of step scores) of each rollout `Trajectory`, from a
+    forward pass of the policy over prompt + completion (NaN for a trajectory without agent tokens).
+    With `store` (default) the score is also kept in `traj.info["sprm_score"]`."""
+    states, index = read_step_states(model, trajs, tokenizer, think_paragraphs, batch_size, hidden_layer,
+                                     autocast_dtype)
+    scores = score_states(head, states, index, len(trajs))
     for t, sc in zip(trajs, scores if store else []):
         if getattr(t, "info", None) is not None:
             t.info["sprm_score"] = sc
@@ -504,8 +535,11 @@ def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: in
     trajs = collect_groups(policy, vec_env, tasks, n, step, generator=generator, salt="best-of")
     if confidence:
         add_confidence(policy, trajs, greedy=True)
-    scores = score_trajectories(policy.model, head, trajs, policy.tokenizer, think_paragraphs=think_paragraphs,
-                                autocast_dtype=autocast_dtype)
+    states, index = read_step_states(policy.model, trajs, policy.tokenizer, think_paragraphs,
+                                     autocast_dtype=autocast_dtype)  # read once, scored by every head
+    scores = score_states(head, states, index, len(trajs))
+    for t, sc in zip(trajs, scores):
+        t.info["sprm_score"] = sc
     em = [1.0 if float(t.info.get("em") or 0.0) >= 1.0 else 0.0 for t in trajs]
     chosen_idx = select_best(scores, n)
     chosen = [trajs[i] for i in chosen_idx]
@@ -522,8 +556,7 @@ def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: in
     if other_heads:
         figures["other_heads"] = {}
         for name, other in other_heads.items():
-            o_scores = score_trajectories(policy.model, other, trajs, policy.tokenizer,
-                                          think_paragraphs=think_paragraphs, autocast_dtype=autocast_dtype, store=False)
+            o_scores = score_states(other, states, index, len(trajs))
             o_idx = select_best(o_scores, n)
             o_finite = [i for i, sc in enumerate(o_scores) if math.isfinite(sc)]
             figures["other_heads"][name] = {

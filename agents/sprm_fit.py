@@ -31,8 +31,7 @@ from typing import Sequence
 import torch
 
 from agents.calibration import auroc
-from agents.sprm import (SPRMHead, _forward_hidden, gather_step_states, spr_loss, trajectory_boundaries,
-                         trajectory_label, trajectory_scores)
+from agents.sprm import SPRMHead, read_step_states, score_states, spr_loss, trajectory_label
 
 
 @dataclass
@@ -74,40 +73,16 @@ class StepStates:
         return cls(blob["states"], blob["traj_index"], blob["labels"], list(blob["questions"]))
 
 
-@torch.no_grad()
 def extract_step_states(model, trajs: Sequence, tokenizer, label: str = "em", think_paragraphs: bool = True,
                         batch_size: int = 8, hidden_layer: int = -2, autocast_dtype: torch.dtype | None = None,
                         progress: bool = False) -> StepStates:
-    """One forward pass of the (frozen) policy over each rollout `Trajectory`; keeps the
-    `hidden_layer` states at its step boundaries (`agents.sprm.trajectory_boundaries`)."""
-    from tqdm.auto import tqdm
-
+    """The (frozen) policy's step states of each rollout `Trajectory` (`agents.sprm.read_step_states`)
+    with its label and question."""
     if not trajs:
         raise ValueError("no trajectories to read step states from")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    was_training = model.training
-    model.eval()
-    states, index = [], []
-    bar = tqdm(total=len(trajs), desc="step states", unit="traj", disable=not progress)
-    try:
-        for s in range(0, len(trajs), batch_size):
-            part = list(trajs[s:s + batch_size])
-            positions = [[len(t.prompt_ids) + b for b in trajectory_boundaries(t, tokenizer, think_paragraphs)]
-                         for t in part]
-            if any(positions):
-                rows = [list(t.prompt_ids) + list(t.completion_ids) for t in part]
-                hidden = _forward_hidden(model, rows, pad_id, hidden_layer, autocast_dtype)
-                st, ix = gather_step_states(hidden, positions)
-                states.append(st.float().cpu())
-                index.append(ix.cpu() + s)
-            bar.update(len(part))
-    finally:
-        bar.close()
-        model.train(was_training)
-    hidden_size = int(model.config.hidden_size)
-    return StepStates(torch.cat(states) if states else torch.zeros(0, hidden_size),
-                      torch.cat(index) if index else torch.zeros(0, dtype=torch.long),
-                      torch.tensor([trajectory_label(t, label) for t in trajs], dtype=torch.float32),
+    states, index = read_step_states(model, trajs, tokenizer, think_paragraphs, batch_size, hidden_layer,
+                                     autocast_dtype, progress)
+    return StepStates(states, index, torch.tensor([trajectory_label(t, label) for t in trajs], dtype=torch.float32),
                       [t.task.id if getattr(t, "task", None) is not None else str(t.info.get("task_id")) for t in trajs])
 
 
@@ -147,12 +122,6 @@ def selection_figures(scores: Sequence[float], labels: Sequence[float], question
             "best_of_1_em": sum(y for v in groups.values() for _, y in v) / n_all, "pass_at_n": top_any / len(groups)}
 
 
-def _scores(head: SPRMHead, data: StepStates) -> list[float]:
-    with torch.no_grad():
-        logits = head(data.states)
-    return trajectory_scores(logits, data.traj_index, data.num_trajectories).tolist()
-
-
 def _auroc_on(scores: Sequence[float], labels: torch.Tensor, mask: torch.Tensor) -> float | None:
     idx = [i for i in range(len(scores)) if mask[i] and math.isfinite(scores[i])]
     return auroc([scores[i] for i in idx], [float(labels[i]) for i in idx]) if idx else None
@@ -183,8 +152,7 @@ def fit_head(head: SPRMHead, data: StepStates, epochs: int = 300, lr: float = 1e
     val = split_questions(data.questions, val_fraction, seed)
     train_steps = ~val[data.traj_index]
     x, ix = data.states[train_steps], data.traj_index[train_steps]
-    train_labels = data.labels.clone()
-    if set(train_labels[~val].tolist()) != {0.0, 1.0}:
+    if set(data.labels[~val].tolist()) != {0.0, 1.0}:
         raise ValueError("the training questions' rollouts hold one class only; sample more questions")
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     history: list[dict] = []
@@ -192,14 +160,14 @@ def fit_head(head: SPRMHead, data: StepStates, epochs: int = 300, lr: float = 1e
     bar = tqdm(range(1, epochs + 1), desc="fit SPRM head", unit="epoch", disable=not progress)
     for epoch in bar:
         head.train()
-        loss = spr_loss(head(x), ix, train_labels, dynamic=dynamic)
+        loss = spr_loss(head(x), ix, data.labels, dynamic=dynamic)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if epoch % eval_every and epoch != epochs:
             continue
         head.eval()
-        scores = _scores(head, data)
+        scores = score_states(head, data.states, data.traj_index, data.num_trajectories)
         row = {"epoch": epoch, "loss": float(loss.detach()), "train_auroc": _auroc_on(scores, data.labels, ~val),
                "val_auroc": _auroc_on(scores, data.labels, val)}
         history.append(row)
@@ -210,7 +178,7 @@ def fit_head(head: SPRMHead, data: StepStates, epochs: int = 300, lr: float = 1e
     head.load_state_dict(best_state)
     head.eval()
     best = next(r for r in history if r["epoch"] == best_epoch)
-    scores = _scores(head, data)
+    scores = score_states(head, data.states, data.traj_index, data.num_trajectories)
     head.to(device)
     held = [i for i in range(data.num_trajectories) if val[i]]
     return {
