@@ -510,10 +510,27 @@ class SPRMLoss:
         return self.weight * loss
 
 
+def selection_by_score(scores: Sequence[float], em: Sequence[float], n: int) -> dict:
+    """Best-of-N by `scores` over consecutive groups of `n` samples: `best_of_n_em`, `sprm_auroc`
+    (scores vs EM over all samples with a finite score; None with one class), and the paired
+    gain over one sample: per group, the chosen sample's EM minus the group's mean EM, as
+    `gain_over_best_of_1` with its standard error `gain_se` (None with fewer than 2 groups)."""
+    from agents.calibration import auroc
+
+    idx = select_best(scores, n)
+    finite = [i for i, sc in enumerate(scores) if math.isfinite(sc)]
+    gains = [em[i] - sum(em[g * n:(g + 1) * n]) / n for g, i in enumerate(idx)]
+    mean = sum(gains) / len(gains) if gains else 0.0
+    se = (math.sqrt(sum((x - mean) ** 2 for x in gains) / (len(gains) - 1) / len(gains)) if len(gains) > 1 else None)
+    return {"best_of_n_em": sum(em[i] for i in idx) / len(idx) if idx else 0.0,
+            "sprm_auroc": auroc([scores[i] for i in finite], [em[i] for i in finite]) if finite else None,
+            "gain_over_best_of_1": mean, "gain_se": se}
+
+
 def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: int = 0,
               generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
               think_paragraphs: bool = True, confidence: bool = False,
-              other_heads: dict[str, SPRMHead] | None = None) -> tuple[list, dict]:
+              other_heads: dict[str, SPRMHead] | None = None, keep_samples: bool = False) -> tuple[list, dict]:
     """Best-of-N with SPRM: sample `n` trajectories per task (`vec_env` holds a multiple of `n`
     sub-envs), score each with the head, keep the highest-scoring one per task.
 
@@ -523,10 +540,11 @@ def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: in
     with one class only). With `confidence=True` the policy writes `<confidence>` greedily after
     each answer first (`agents.calibration.add_confidence`) and `calibration` (ECE/Brier/AUROC of
     the chosen trajectories' confidences) and `calibration_all_samples` are added. `other_heads`
-    (name -> head) score the same samples too: `other_heads[name]` holds each one's `sprm_auroc`
-    and `best_of_n_em`, a paired comparison of heads.
+    (name -> head) score the same samples too: `other_heads[name]` holds each one's
+    `selection_by_score` figures, a paired comparison of heads. `keep_samples` adds one record per
+    sample (task id, EM, every head's score under its name, "" for `head`; stated confidence).
     """
-    from agents.calibration import add_confidence, auroc, calibration_report
+    from agents.calibration import add_confidence, calibration_report
     from agents.rollout import collect_groups
 
     if n < 1 or vec_env.num_envs % n:
@@ -544,24 +562,22 @@ def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: in
     chosen_idx = select_best(scores, n)
     chosen = [trajs[i] for i in chosen_idx]
     groups = [em[g * n:(g + 1) * n] for g in range(len(tasks))]
-    finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
     figures = {
         "tasks": len(tasks), "n": n, "trajectories": len(trajs), "correct_samples": int(sum(em)),
         "best_of_1_em": sum(em) / len(em) if em else 0.0,
-        "best_of_n_em": sum(em[i] for i in chosen_idx) / len(chosen_idx) if chosen_idx else 0.0,
         "pass_at_n": sum(max(g) for g in groups) / len(groups) if groups else 0.0,
         "first_sample_em": sum(g[0] for g in groups) / len(groups) if groups else 0.0,
-        "sprm_auroc": auroc([scores[i] for i in finite], [em[i] for i in finite]) if finite else None,
+        **selection_by_score(scores, em, n),
     }
+    named = {"": scores}
     if other_heads:
         figures["other_heads"] = {}
         for name, other in other_heads.items():
-            o_scores = score_states(other, states, index, len(trajs))
-            o_idx = select_best(o_scores, n)
-            o_finite = [i for i, sc in enumerate(o_scores) if math.isfinite(sc)]
-            figures["other_heads"][name] = {
-                "best_of_n_em": sum(em[i] for i in o_idx) / len(o_idx) if o_idx else 0.0,
-                "sprm_auroc": auroc([o_scores[i] for i in o_finite], [em[i] for i in o_finite]) if o_finite else None}
+            named[name] = score_states(other, states, index, len(trajs))
+            figures["other_heads"][name] = selection_by_score(named[name], em, n)
+    if keep_samples:
+        figures["samples"] = [{"task_id": t.info.get("task_id"), "em": e, "scores": {k: v[i] for k, v in named.items()},
+                               "confidence": t.info.get("confidence")} for i, (t, e) in enumerate(zip(trajs, em))]
     if confidence:
         for key, pool in (("calibration", chosen), ("calibration_all_samples", trajs)):
             answered = [t for t in pool if t.info.get("answered")]

@@ -173,3 +173,18 @@ def test_head_reads_second_to_last_layer_of_a_real_model():
     assert first_layer is not None and first_layer.abs().sum() > 0
     with pytest.raises(ValueError):
         gather_step_states(h, [[ids.shape[1]]])
+
+
+def test_selection_by_score_paired_gain_by_hand():
+    from agents.calibration import auroc
+    from agents.sprm import selection_by_score
+
+    # group 1: the top score is right (mean EM 0.5 -> gain +0.5); group 2: the top score is wrong (gain -0.25)
+    scores = [0.9, 0.1, 0.2, 0.3, 0.8, 0.1, 0.2, 0.3]
+    em = [1, 0, 1, 0, 0, 1, 0, 0]
+    f = selection_by_score(scores, em, 4)
+    assert f["best_of_n_em"] == pytest.approx(0.5)
+    assert f["gain_over_best_of_1"] == pytest.approx((0.5 - 0.25) / 2)
+    assert f["gain_se"] == pytest.approx(abs(0.5 + 0.25) / 2)  # std of two values / sqrt(2)
+    assert f["sprm_auroc"] == pytest.approx(auroc(scores, em))
+    assert selection_by_score([0.2, 0.1], [1, 0], 2)["gain_se"] is None

@@ -159,11 +159,22 @@ def test_cli_sprm_fit_then_eval_with_both_heads(tmp_path):
     report = tmp_path / "eval.json"
     assert main(["eval", "--checkpoint", str(out), "--config", str(path), "--n", "3", "--max-new-tokens", "6",
                  "--best-of", "2", "--num-envs", "4", "--sprm-head", str(head_file),
-                 str(out / "checkpoint" / "sprm_head.pt"), "--output", str(report), "--no-progress"]) == 0
+                 str(out / "checkpoint" / "sprm_head.pt"), "--records", "--output", str(report), "--no-progress"]) == 0
     bo = json.loads(report.read_text())["best_of"]
     assert bo["sprm_head"] == str(head_file)
-    other = bo["other_heads"][str(out / "checkpoint" / "sprm_head.pt")]
-    assert set(other) == {"best_of_n_em", "sprm_auroc"} and 0.0 <= other["best_of_n_em"] <= bo["pass_at_n"]
+    own = str(out / "checkpoint" / "sprm_head.pt")
+    other = bo["other_heads"][own]
+    assert set(other) == {"best_of_n_em", "sprm_auroc", "gain_over_best_of_1", "gain_se"}
+    assert 0.0 <= other["best_of_n_em"] <= bo["pass_at_n"]
+    # per-sample records: both heads' scores of the same 6 samples, and they reproduce the figures
+    samples = bo["samples"]
+    assert len(samples) == 6 and all(set(r["scores"]) == {"", own} for r in samples)
+    from agents.sprm import selection_by_score
+
+    em = [r["em"] for r in samples]
+    again = selection_by_score([r["scores"][own] for r in samples], em, 2)
+    assert again["best_of_n_em"] == pytest.approx(other["best_of_n_em"])
+    assert bo["best_of_1_em"] == pytest.approx(sum(em) / 6)
     # bad input: clear errors, exit 2
     assert main(["sprm-fit", "--checkpoint", str(out), "--val-fraction", "1"]) == 2
     assert main(["sprm-fit", "--checkpoint", str(tmp_path / "missing")]) == 2

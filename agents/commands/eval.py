@@ -147,12 +147,13 @@ def run(args: argparse.Namespace) -> int:
         gen = torch.Generator(device=device).manual_seed(args.seed)
         _, fig = best_of_n(sampler, heads[head_files[0]], bvec, tasks, args.best_of, step=0, generator=gen,
                            autocast_dtype=autocast, confidence=env.calibration,
-                           other_heads={f: heads[f] for f in head_files[1:]})
+                           other_heads={f: heads[f] for f in head_files[1:]}, keep_samples=args.records)
         report["best_of"] = {**fig, "sprm_head": head_files[0]}
-        print(f"best-of-{args.best_of} (SPRM) EM {fig['best_of_n_em']:.3f} | best-of-1 EM {fig['best_of_1_em']:.3f} | "
-              f"pass@{args.best_of} {fig['pass_at_n']:.3f} | SPRM AUROC {fig['sprm_auroc']}")
-        for f, o in fig.get("other_heads", {}).items():
-            print(f"  same samples, head {f}: best-of-{args.best_of} EM {o['best_of_n_em']:.3f} | SPRM AUROC {o['sprm_auroc']}")
+        print(f"best-of-1 EM {fig['best_of_1_em']:.3f} | pass@{args.best_of} {fig['pass_at_n']:.3f}")
+        for f, o in [(head_files[0], fig), *fig.get("other_heads", {}).items()]:
+            se = "" if o["gain_se"] is None else f" ± {o['gain_se']:.3f}"
+            print(f"  head {f}: best-of-{args.best_of} EM {o['best_of_n_em']:.3f} (paired gain over best-of-1 "
+                  f"{o['gain_over_best_of_1']:+.3f}{se}) | SPRM AUROC {o['sprm_auroc']}")
     if "calibration" in report:
         c = report["calibration"]
         print(f"calibration: ECE {c['ece']} Brier {c['brier']} AUROC {c['auroc']} (stated {c['stated']}/{c['n']})")
