@@ -17,6 +17,9 @@ monitors) says which signals run; `SelfSignals` gives the training loop what it 
   logs `sprm_auroc_batch`: the AUROC of the head's trajectory scores for EM on that step's rollouts,
   scored before the head has trained on them (held out), and `sprm_auroc_window` over the last
   `sprm_auroc_window` steps. `sprm_shaping_weight > 0` adds `w * trajectory_score` to the reward.
+  `sprm_fit_tasks > 0` warms the head up before the first GRPO step: the policy samples
+  `sprm_fit_samples` trajectories of that many training questions and the head is fitted offline
+  on their step states (`agents.sprm_fit`; the trainer writes `sprm_fit.json`/`.png`).
 * PCL: after each answered training trajectory the policy writes `<reward>q</reward>`; the
   consistency reward (weight `pcl_weight`) joins the reward, `pcl_sft_weight > 0` adds the
   supervised segment loss. Never at inference (generation there stops at `</answer>`).

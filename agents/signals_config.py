@@ -28,6 +28,11 @@ class SignalsConfig(BaseModel):
     sprm_dynamic: bool = True
     sprm_shaping_weight: float = 0.0
     sprm_auroc_window: int = Field(10, ge=1)
+    # head warm-up before GRPO (agents.sprm_fit): sample the policy on training questions, fit the head offline
+    sprm_fit_tasks: int = Field(0, ge=0, description="questions of the head warm-up before GRPO (0: off)")
+    sprm_fit_samples: int = Field(4, ge=1, description="trajectories per question of the head warm-up")
+    sprm_fit_epochs: int = Field(300, ge=1)
+    sprm_fit_lr: float = Field(1e-3, gt=0)
 
     pcl: bool = False
     pcl_weight: float = 0.5

@@ -389,6 +389,11 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
                 signals.load(ckpt)
             if opt_state is not None:
                 optimizer.load_state_dict(opt_state)
+            if (signals.head is not None and cfg.signals.sprm_fit_tasks > 0 and state["grpo_step"] == 0
+                    and not (resuming and (ckpt / SIGNALS_FILE).exists())):
+                log(_fit_sprm_head(cfg, signals.head, policy, env_cfg, vec.backend, shuffled, generator, autocast,
+                                   out, state["global_step"], progress))
+                checkpoint(optimizer)  # a resumed run keeps this head instead of fitting again
             hooks = load_hooks(g.hooks, cfg, model, tokenizer)
             sig_kwargs = signals.grpo_kwargs()
             if sig_kwargs and not hooks["need_hidden"]:
@@ -434,6 +439,40 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
     if not ckpt.exists():
         checkpoint(None)
     return TrainResult(out, rows, time.perf_counter() - t_start)
+
+
+def _fit_sprm_head(cfg: TrainConfig, head, policy, env_cfg, backend, shuffled: Sequence[Task], generator,
+                   autocast, out: Path, step: int, progress: bool) -> dict:
+    """The SPRM head warm-up before GRPO (`signals.sprm_fit_*`): the policy samples on training
+    questions (the last ones of the run's order, against the GRPO backend at step 0; `backend` is
+    the GRPO vector env's, shared), the head is
+    fitted on their step states (`agents.sprm_fit`), its report written to `sprm_fit.json`/`.png`.
+    Returns the metrics row."""
+    from agents.rollout import collect_groups
+    from agents.sprm_fit import extract_step_states, fit_head, plot_fit
+    from zerosearch_env.vector_env import make_vec
+
+    sc = cfg.signals
+    t0 = time.perf_counter()
+    fit_tasks = list(shuffled[-sc.sprm_fit_tasks:])
+    per = max(1, (cfg.grpo.prompts_per_step * cfg.grpo.group_size) // sc.sprm_fit_samples)
+    vec = make_vec(per * sc.sprm_fit_samples, env_cfg, backend=backend, tasks=fit_tasks)
+    trajs = collect_groups(policy, vec, fit_tasks, sc.sprm_fit_samples, generator=generator, salt="sprm-fit",
+                           progress=progress, desc="SPRM head warm-up: rollouts",
+                           max_completion_tokens=cfg.grpo.max_completion_tokens)
+    data = extract_step_states(policy.model, trajs, policy.tokenizer, label=sc.sprm_label,
+                               think_paragraphs=sc.sprm_think_paragraphs, autocast_dtype=autocast, progress=progress)
+    row = {"phase": "sprm_fit", "step": step, "trajectories": data.num_trajectories,
+           "em": float(data.labels.mean()) if data.num_trajectories else 0.0}
+    if set(data.labels.tolist()) != {0.0, 1.0}:
+        print(f"zerosearch train: SPRM head warm-up skipped: all {data.num_trajectories} rollouts are "
+              f"{'right' if data.labels.any() else 'wrong'}, so there is nothing to rank")
+        return {**row, "skipped": True, "seconds": time.perf_counter() - t0}
+    report = fit_head(head, data, epochs=sc.sprm_fit_epochs, lr=sc.sprm_fit_lr, dynamic=False, seed=cfg.seed)
+    (out / "sprm_fit.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    plot_fit(report, out / "sprm_fit.png")
+    return {**row, "skipped": False, "best_epoch": report["best_epoch"], "train_auroc": report["train_auroc"],
+            "val_auroc": report["val_auroc"], "seconds": time.perf_counter() - t0}
 
 
 def _train_trl(cfg: TrainConfig, out: Path, model, tokenizer, tasks, backend, curriculum, steps: int, state: dict,

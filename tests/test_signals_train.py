@@ -88,3 +88,36 @@ def test_cli_eval_best_of_and_calibration(tmp_path):
     (out / "checkpoint" / "sprm_head.pt").unlink()
     assert main(["eval", "--checkpoint", str(out), "--config", str(path), "--n", "2", "--best-of", "2",
                  "--max-new-tokens", "4", "--no-progress"]) == 2
+
+
+def test_trainer_fits_the_sprm_head_on_its_own_rollouts_before_grpo(tmp_path):
+    import json
+
+    # a tiny policy that memorised the 6 oracle trajectories answers some sampled episodes right and some
+    # wrong: both classes, so the head warm-up runs
+    cfg = TrainConfig.model_validate({
+        "preset": "tiny", "seed": 3, "trainable_layers": None, "precision": "fp32", "checkpoint_every": 10,
+        "env": {"backend": "bm25", "max_turns": 2, "top_k": 1, "max_doc_chars": 120},
+        "curriculum": {"type": "constant", "p": 0.0},
+        "warmup": {"num_tasks": 6, "batch_size": 6, "epochs": 120, "micro_batch_size": 6, "learning_rate": 3e-3},
+        "grpo": {"steps": 1, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 24, "micro_batch_size": 2},
+        "signals": {"sprm": True, "sprm_mlp_size": 8, "sprm_fit_tasks": 6, "sprm_fit_samples": 4,
+                    "sprm_fit_epochs": 20},
+    })
+    res = train(cfg, tmp_path / "run", progress=False, model=tiny_model(seed=5), tokenizer=tiny_tokenizer(),
+                tasks=TASKS, backend=lookup_backend(), warmup_backend=lookup_backend())
+    fit = [r for r in res.rows if r["phase"] == "sprm_fit"]
+    assert len(fit) == 1 and fit[0]["trajectories"] == 24 and not fit[0]["skipped"]
+    assert 0.0 < fit[0]["em"] < 1.0 and fit[0]["train_auroc"] > 0.9
+    report = json.loads((tmp_path / "run" / "sprm_fit.json").read_text())
+    assert report["best_epoch"] == fit[0]["best_epoch"] and report["questions"] == 6
+    assert (tmp_path / "run" / "sprm_fit.png").exists()
+    phases = [r["phase"] for r in res.rows]
+    assert phases.index("sprm_fit") < phases.index("grpo")  # before the first GRPO step
+
+    # all rollouts wrong (an untrained policy): the warm-up says so and GRPO goes on
+    cfg.warmup.enabled = False
+    res = train(cfg, tmp_path / "untrained", progress=False, model=tiny_model(seed=5), tokenizer=tiny_tokenizer(),
+                tasks=TASKS, backend=lookup_backend(), warmup_backend=lookup_backend())
+    fit = [r for r in res.rows if r["phase"] == "sprm_fit"]
+    assert fit[0]["skipped"] and fit[0]["em"] == 0.0 and any(r["phase"] == "grpo" for r in res.rows)
