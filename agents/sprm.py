@@ -530,7 +530,8 @@ def selection_by_score(scores: Sequence[float], em: Sequence[float], n: int) -> 
 def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: int = 0,
               generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
               think_paragraphs: bool = True, confidence: bool = False,
-              other_heads: dict[str, SPRMHead] | None = None, keep_samples: bool = False) -> tuple[list, dict]:
+              other_heads: dict[str, SPRMHead] | None = None, keep_samples: bool = False,
+              progress: bool = False) -> tuple[list, dict]:
     """Best-of-N with SPRM: sample `n` trajectories per task (`vec_env` holds a multiple of `n`
     sub-envs), score each with the head, keep the highest-scoring one per task.
 
@@ -550,11 +551,12 @@ def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: in
     if n < 1 or vec_env.num_envs % n:
         raise ValueError(f"the vector env's {vec_env.num_envs} sub-envs are not a multiple of n={n}")
     tasks = list(tasks)
-    trajs = collect_groups(policy, vec_env, tasks, n, step, generator=generator, salt="best-of")
+    trajs = collect_groups(policy, vec_env, tasks, n, step, generator=generator, salt="best-of", progress=progress,
+                           desc=f"best-of-{n} samples")
     if confidence:
         add_confidence(policy, trajs, greedy=True)
-    states, index = read_step_states(policy.model, trajs, policy.tokenizer, think_paragraphs,
-                                     autocast_dtype=autocast_dtype)  # read once, scored by every head
+    states, index = read_step_states(policy.model, trajs, policy.tokenizer, think_paragraphs,  # read once,
+                                     autocast_dtype=autocast_dtype, progress=progress)  # scored by every head
     scores = score_states(head, states, index, len(trajs))
     for t, sc in zip(trajs, scores):
         t.info["sprm_score"] = sc

@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         gen = torch.Generator(device=device).manual_seed(args.seed)
         _, fig = best_of_n(sampler, heads[head_files[0]], bvec, tasks, args.best_of, step=0, generator=gen,
                            autocast_dtype=autocast, confidence=env.calibration,
-                           other_heads={f: heads[f] for f in head_files[1:]}, keep_samples=args.records)
+                           other_heads={f: heads[f] for f in head_files[1:]}, keep_samples=args.records,
+                           progress=not args.no_progress)
         report["best_of"] = {**fig, "sprm_head": head_files[0]}
         print(f"best-of-1 EM {fig['best_of_1_em']:.3f} | pass@{args.best_of} {fig['pass_at_n']:.3f}")
         for f, o in [(head_files[0], fig), *fig.get("other_heads", {}).items()]:
