@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 
 from agents.calibration import auroc
-from agents.sprm import SPRMHead, read_step_states, score_states, spr_loss, trajectory_label
+from agents.sprm import SPRMHead, read_step_states, score_states, select_best, spr_loss, trajectory_label
 
 
 @dataclass
@@ -109,17 +109,11 @@ def selection_figures(scores: Sequence[float], labels: Sequence[float], question
         groups.setdefault(q, []).append((float(s), float(y)))
     if not groups:
         return {"questions": 0, "best_of_n_em": None, "best_of_1_em": None, "pass_at_n": None}
-    best, top_any = 0.0, 0.0
-    for items in groups.values():
-        chosen, top = items[0][1], -math.inf
-        for s, y in items:
-            if math.isfinite(s) and s > top:
-                chosen, top = y, s
-        best += chosen
-        top_any += max(y for _, y in items)
+    best = sum(items[select_best([s for s, _ in items], len(items))[0]][1] for items in groups.values())
     n_all = sum(len(v) for v in groups.values())
     return {"questions": len(groups), "best_of_n_em": best / len(groups),
-            "best_of_1_em": sum(y for v in groups.values() for _, y in v) / n_all, "pass_at_n": top_any / len(groups)}
+            "best_of_1_em": sum(y for v in groups.values() for _, y in v) / n_all,
+            "pass_at_n": sum(max(y for _, y in v) for v in groups.values()) / len(groups)}
 
 
 def _auroc_on(scores: Sequence[float], labels: torch.Tensor, mask: torch.Tensor) -> float | None:

@@ -9,7 +9,7 @@ from agents.sprm import HEAD_FILE, SPRMHead
 from agents.train_config import TrainConfig
 from agents.trainer import train
 from tests.h6_helpers import one_thread
-from tests.train_helpers import TASKS, lookup_backend, tiny_model, tiny_tokenizer
+from tests.train_helpers import TASKS, lookup_backend, tiny_model, tiny_tokenizer, write_cli_config
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -63,16 +63,8 @@ def test_cli_eval_best_of_and_calibration(tmp_path):
 
     from agents.cli import main
 
-    model_dir = tmp_path / "tiny-model"
-    tiny_model(seed=1).save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
-    cfg = {"preset": "tiny", "model": str(model_dir), "trainable_layers": None, "precision": "fp32",
-           "env": {"backend": "bm25", "max_turns": 2, "top_k": 1, "max_doc_chars": 100, "calibration": True},
-           "warmup": {"enabled": False},
-           "grpo": {"steps": 1, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 6},
-           "signals": {"sprm": True, "sprm_mlp_size": 8, "brier": True}}
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
+    path = write_cli_config(tmp_path, env={"calibration": True},
+                            signals={"sprm": True, "sprm_mlp_size": 8, "brier": True})
     out = tmp_path / "run"
     assert main(["train", "--config", str(path), "--output", str(out), "--no-progress"]) == 0
     report = tmp_path / "report.json"

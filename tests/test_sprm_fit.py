@@ -123,19 +123,9 @@ def test_extract_step_states_reads_the_boundaries_of_a_real_model(tmp_path):
 
 def test_cli_sprm_fit_then_eval_with_both_heads(tmp_path):
     from agents.cli import main
-    from tests.train_helpers import tiny_model
-    from tests.train_helpers import tiny_tokenizer as train_tokenizer
+    from tests.train_helpers import write_cli_config
 
-    model_dir = tmp_path / "tiny-model"
-    tiny_model(seed=1).save_pretrained(model_dir)
-    train_tokenizer().save_pretrained(model_dir)
-    cfg = {"preset": "tiny", "model": str(model_dir), "trainable_layers": None, "precision": "fp32",
-           "env": {"backend": "bm25", "max_turns": 2, "top_k": 1, "max_doc_chars": 100},
-           "warmup": {"enabled": False},
-           "grpo": {"steps": 1, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 6},
-           "signals": {"sprm": True, "sprm_mlp_size": 8}}
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
+    path = write_cli_config(tmp_path, signals={"sprm": True, "sprm_mlp_size": 8})
     out = tmp_path / "run"
     assert main(["train", "--config", str(path), "--output", str(out), "--no-progress"]) == 0
     states = tmp_path / "states.pt"

@@ -9,7 +9,7 @@ import torch
 
 from agents.train_config import TrainConfig
 from agents.trainer import train
-from tests.train_helpers import TASKS, lookup_backend, tiny_model, tiny_tokenizer
+from tests.train_helpers import TASKS, lookup_backend, tiny_model, tiny_tokenizer, write_cli_config
 
 
 def length_hook(cfg, model, tokenizer):
@@ -122,15 +122,7 @@ def test_frozen_prefix_cache_gives_the_full_pass_loss_and_gradients():
 def test_cli_train_and_eval_smoke(tmp_path):
     from agents.cli import main
 
-    model_dir = tmp_path / "tiny-model"
-    tiny_model(seed=1).save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
-    cfg = {"preset": "tiny", "model": str(model_dir), "trainable_layers": None, "precision": "fp32",
-           "env": {"backend": "bm25", "max_turns": 2, "top_k": 1, "max_doc_chars": 100},
-           "warmup": {"num_tasks": 4, "batch_size": 4, "epochs": 1},
-           "grpo": {"steps": 1, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 6}}
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
+    path = write_cli_config(tmp_path, warmup={"num_tasks": 4, "batch_size": 4, "epochs": 1})
     out = tmp_path / "run"
     assert main(["train", "--config", str(path), "--output", str(out), "--no-progress"]) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -76,3 +76,21 @@ def lookup_backend() -> FunctionSearch:
         return out
 
     return FunctionSearch(fn, name="lookup")
+
+
+def write_cli_config(tmp_path, env: dict | None = None, **sections):
+    """A tiny random model saved under `tmp_path/tiny-model` and a TrainConfig file `tmp_path/cfg.json`
+    that uses it for the CLI tests: BM25, 2 turns, 1 GRPO step of 1 question x 2 samples. `env`
+    entries are added to the env section; `sections` replace top-level sections (e.g. `warmup`)."""
+    import json
+
+    model_dir = tmp_path / "tiny-model"
+    tiny_model(seed=1).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    cfg = {"preset": "tiny", "model": str(model_dir), "trainable_layers": None, "precision": "fp32",
+           "env": {"backend": "bm25", "max_turns": 2, "top_k": 1, "max_doc_chars": 100, **(env or {})},
+           "warmup": {"enabled": False},
+           "grpo": {"steps": 1, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 6}, **sections}
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    return path

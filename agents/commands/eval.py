@@ -49,6 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and AUROC of confidence vs EM"))
 
 
+def env_for(cfg, backend: str, noise: float = 0.0, calibration: bool = False):
+    """The config's env with `backend` ("bm25", or "simulator" at a fixed noise probability, with
+    the config's simulator options) and, if asked, the calibration prompt."""
+    if backend == "simulator":
+        env = cfg.env.updated(backend="simulator", backend_options={**cfg.simulator, "curriculum": float(noise)})
+    else:
+        env = cfg.env.updated(backend="bm25", backend_options={})
+    return env.updated(calibration=True) if calibration else env
+
+
 def run(args: argparse.Namespace) -> int:
     from agents.train_config import TrainConfig, preset
 
@@ -79,14 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from zerosearch_env.data import load_tasks
     from zerosearch_env.vector_env import make_vec
 
-    env = cfg.env
-    if args.backend == "simulator":
-        opts = {**cfg.simulator, "curriculum": float(args.noise)}
-        env = env.updated(backend="simulator", backend_options=opts)
-    else:
-        env = env.updated(backend="bm25", backend_options={})
-    if args.calibration:
-        env = env.updated(calibration=True)
+    env = env_for(cfg, args.backend, args.noise, args.calibration)
     tasks = load_tasks(env.dataset, split=args.split, world_seed=env.world_seed)
     random.Random(args.seed).shuffle(tasks)
     if args.n > 0:

@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = TrainConfig.load(args.config) if args.config else preset("tiny")
         from agents.commands.compare import find_checkpoint
+        from agents.commands.eval import env_for
 
         model_dir = find_checkpoint(args.checkpoint)
     except (OSError, ValueError) as e:
@@ -96,13 +97,7 @@ def run(args: argparse.Namespace) -> int:
         data = StepStates.load(args.states)
         print(f"step states: {args.states} ({data.num_trajectories} trajectories, {data.states.shape[0]} steps)")
     else:
-        env = cfg.env
-        if args.backend == "simulator":
-            env = env.updated(backend="simulator", backend_options={**cfg.simulator, "curriculum": float(args.noise)})
-        else:
-            env = env.updated(backend="bm25", backend_options={})
-        if args.calibration:
-            env = env.updated(calibration=True)
+        env = env_for(cfg, args.backend, args.noise, args.calibration)
         tasks = load_tasks(env.dataset, split="train", world_seed=env.world_seed)
         random.Random(args.seed).shuffle(tasks)
         tasks = tasks[: args.tasks]
