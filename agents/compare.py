@@ -99,10 +99,25 @@ class CostModel:
         if seconds_per_search is None:
             return None, "no searches made"
         if kind == "simulator":
-            return (1000 * seconds_per_search * self.gpu_usd_per_hour / 3600,
-                    f"{seconds_per_search * 1000:.1f} ms of simulator time per search x ${self.gpu_usd_per_hour:g}/GPU-hour")
+            device = _engine_device(backend)
+            how = f"{seconds_per_search * 1000:.1f} ms of simulator time per search x ${self.gpu_usd_per_hour:g}/GPU-hour"
+            if device == "cpu":  # the label must say so: a GPU simulator is far faster per search
+                how += " (measured on a CPU, priced at the GPU rate: overstates a GPU simulator's cost)"
+            return 1000 * seconds_per_search * self.gpu_usd_per_hour / 3600, how
         return (1000 * seconds_per_search * self.cpu_usd_per_hour / 3600,
                 f"{seconds_per_search * 1000:.2f} ms of retrieval time per search x ${self.cpu_usd_per_hour:g}/CPU-hour")
+
+
+def _engine_device(backend: Any) -> str | None:
+    """Where a simulator backend's engine runs ("cpu", "cuda:0", ...), None when unknown or remote."""
+    seen = 0
+    while backend is not None and seen < 8:  # unwrap CachedSearch / TimedBackend-style wrappers
+        engine = getattr(backend, "engine", None)
+        if engine is not None:
+            device = getattr(engine, "device", None)
+            return str(device).split(":")[0] if device is not None else None
+        backend, seen = getattr(backend, "backend", None) or getattr(backend, "inner", None), seen + 1
+    return None
 
 
 class TimedBackend(SearchBackend):
@@ -262,7 +277,9 @@ def format_table(report: dict) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return f"agent: {report['agent']}  questions: {report['n_questions']}\n" + "\n".join(lines)
+    notes = sorted({r["cost_basis"] for r in report["rows"] if r.get("cost_basis") and "GPU rate" in r["cost_basis"]})
+    foot = "".join(f"\n$/1k {r['backend']}: {r['cost_basis']}" for r in report["rows"] if r.get("cost_basis") in notes)
+    return f"agent: {report['agent']}  questions: {report['n_questions']}\n" + "\n".join(lines) + foot
 
 
 def _clean(v):

@@ -510,28 +510,44 @@ class SPRMLoss:
         return self.weight * loss
 
 
-def selection_by_score(scores: Sequence[float], em: Sequence[float], n: int) -> dict:
+def _mean_se(xs: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and standard error of the mean (None with fewer than 2 values)."""
+    mean = sum(xs) / len(xs) if xs else 0.0
+    se = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else None
+    return mean, se
+
+
+def selection_by_score(scores: Sequence[float], em: Sequence[float], n: int,
+                       greedy_em: Sequence[float] | None = None) -> dict:
     """Best-of-N by `scores` over consecutive groups of `n` samples: `best_of_n_em`, `sprm_auroc`
     (scores vs EM over all samples with a finite score; None with one class), and the paired
     gain over one sample: per group, the chosen sample's EM minus the group's mean EM, as
-    `gain_over_best_of_1` with its standard error `gain_se` (None with fewer than 2 groups)."""
+    `gain_over_best_of_1` with its standard error `gain_se` (None with fewer than 2 groups).
+    With `greedy_em` (one EM per group: greedy decoding of the same policy on the same question,
+    the stronger baseline) also `gain_over_greedy` (chosen EM minus greedy EM, paired per question)
+    and `gain_over_greedy_se`."""
     from agents.calibration import auroc
 
     idx = select_best(scores, n)
     finite = [i for i, sc in enumerate(scores) if math.isfinite(sc)]
-    gains = [em[i] - sum(em[g * n:(g + 1) * n]) / n for g, i in enumerate(idx)]
-    mean = sum(gains) / len(gains) if gains else 0.0
-    se = (math.sqrt(sum((x - mean) ** 2 for x in gains) / (len(gains) - 1) / len(gains)) if len(gains) > 1 else None)
-    return {"best_of_n_em": sum(em[i] for i in idx) / len(idx) if idx else 0.0,
-            "sprm_auroc": auroc([scores[i] for i in finite], [em[i] for i in finite]) if finite else None,
-            "gain_over_best_of_1": mean, "gain_se": se}
+    mean, se = _mean_se([em[i] - sum(em[g * n:(g + 1) * n]) / n for g, i in enumerate(idx)])
+    out = {"best_of_n_em": sum(em[i] for i in idx) / len(idx) if idx else 0.0,
+           "sprm_auroc": auroc([scores[i] for i in finite], [em[i] for i in finite]) if finite else None,
+           "gain_over_best_of_1": mean, "gain_se": se}
+    if greedy_em is not None:
+        if len(greedy_em) != len(idx):
+            raise ValueError(f"greedy_em has {len(greedy_em)} values for {len(idx)} groups")
+        g_mean, g_se = _mean_se([em[i] - float(greedy_em[g]) for g, i in enumerate(idx)])
+        out.update({"greedy_em": sum(map(float, greedy_em)) / len(greedy_em) if greedy_em else 0.0,
+                    "gain_over_greedy": g_mean, "gain_over_greedy_se": g_se})
+    return out
 
 
 def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: int = 0,
               generator: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
               think_paragraphs: bool = True, confidence: bool = False,
               other_heads: dict[str, SPRMHead] | None = None, keep_samples: bool = False,
-              progress: bool = False) -> tuple[list, dict]:
+              progress: bool = False, greedy_em: Sequence[float] | None = None) -> tuple[list, dict]:
     """Best-of-N with SPRM: sample `n` trajectories per task (`vec_env` holds a multiple of `n`
     sub-envs), score each with the head, keep the highest-scoring one per task.
 
@@ -544,6 +560,8 @@ def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: in
     (name -> head) score the same samples too: `other_heads[name]` holds each one's
     `selection_by_score` figures, a paired comparison of heads. `keep_samples` adds one record per
     sample (task id, EM, every head's score under its name, "" for `head`; stated confidence).
+    `greedy_em` (one EM per task, greedy decoding of the same policy) adds the paired gain over
+    greedy decoding (`selection_by_score`).
     """
     from agents.calibration import add_confidence, calibration_report
     from agents.rollout import collect_groups
@@ -569,14 +587,14 @@ def best_of_n(policy, head: SPRMHead, vec_env, tasks: Sequence, n: int, step: in
         "best_of_1_em": sum(em) / len(em) if em else 0.0,
         "pass_at_n": sum(max(g) for g in groups) / len(groups) if groups else 0.0,
         "first_sample_em": sum(g[0] for g in groups) / len(groups) if groups else 0.0,
-        **selection_by_score(scores, em, n),
+        **selection_by_score(scores, em, n, greedy_em),
     }
     named = {"": scores}
     if other_heads:
         figures["other_heads"] = {}
         for name, other in other_heads.items():
             named[name] = score_states(other, states, index, len(trajs))
-            figures["other_heads"][name] = selection_by_score(named[name], em, n)
+            figures["other_heads"][name] = selection_by_score(named[name], em, n, greedy_em)
     if keep_samples:
         figures["samples"] = [{"task_id": t.info.get("task_id"), "em": e, "scores": {k: v[i] for k, v in named.items()},
                                "confidence": t.info.get("confidence")} for i, (t, e) in enumerate(zip(trajs, em))]

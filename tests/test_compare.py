@@ -115,5 +115,8 @@ def test_compare_simulator_noise_levels_tiny_model(world, tiny_model_dir, tmp_pa
     assert p0["answer_in_results"] == 1.0 and p0["em"] == 1.0
     assert p1["answer_in_results"] == 0.0 and p1["em"] == 0.0
     assert p0["usd_per_1k_searches"] > 0 and "GPU-hour" in p0["cost_basis"]
+    # the simulator ran on this CPU: the cost column says it prices CPU seconds at the GPU rate
+    assert "measured on a CPU, priced at the GPU rate" in p0["cost_basis"]
+    assert "priced at the GPU rate" in format_table(report).splitlines()[-1]
     assert p0["backend_calls"] <= p0["searches"]
     assert save_report(report, tmp_path)["png"].exists()

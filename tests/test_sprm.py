@@ -188,3 +188,17 @@ def test_selection_by_score_paired_gain_by_hand():
     assert f["gain_se"] == pytest.approx(abs(0.5 + 0.25) / 2)  # std of two values / sqrt(2)
     assert f["sprm_auroc"] == pytest.approx(auroc(scores, em))
     assert selection_by_score([0.2, 0.1], [1, 0], 2)["gain_se"] is None
+
+
+def test_selection_by_score_gain_over_greedy_by_hand():
+    from agents.sprm import selection_by_score
+
+    # chosen EMs: group 1 -> 1 (greedy 0: +1), group 2 -> 0 (greedy 1: -1), group 3 -> 1 (greedy 1: 0)
+    scores = [0.9, 0.1, 0.8, 0.1, 0.1, 0.7]
+    em = [1, 0, 0, 1, 0, 1]
+    f = selection_by_score(scores, em, 2, greedy_em=[0, 1, 1])
+    assert f["greedy_em"] == pytest.approx(2 / 3)
+    assert f["gain_over_greedy"] == pytest.approx(0.0)
+    assert f["gain_over_greedy_se"] == pytest.approx(3 ** -0.5)  # sample std 1 over sqrt(3)
+    with pytest.raises(ValueError, match="groups"):
+        selection_by_score(scores, em, 2, greedy_em=[0, 1])

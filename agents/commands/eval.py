@@ -151,13 +151,15 @@ def run(args: argparse.Namespace) -> int:
         _, fig = best_of_n(sampler, heads[head_files[0]], bvec, tasks, args.best_of, step=0, generator=gen,
                            autocast_dtype=autocast, confidence=env.calibration,
                            other_heads={f: heads[f] for f in head_files[1:]}, keep_samples=args.records,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, greedy_em=[float(r["em"]) for r in records])
         report["best_of"] = {**fig, "sprm_head": head_files[0]}
         print(f"best-of-1 EM {fig['best_of_1_em']:.3f} | pass@{args.best_of} {fig['pass_at_n']:.3f}")
         for f, o in [(head_files[0], fig), *fig.get("other_heads", {}).items()]:
             se = "" if o["gain_se"] is None else f" ± {o['gain_se']:.3f}"
+            g_se = "" if o["gain_over_greedy_se"] is None else f" ± {o['gain_over_greedy_se']:.3f}"
             print(f"  head {f}: best-of-{args.best_of} EM {o['best_of_n_em']:.3f} (paired gain over best-of-1 "
-                  f"{o['gain_over_best_of_1']:+.3f}{se}) | SPRM AUROC {o['sprm_auroc']}")
+                  f"{o['gain_over_best_of_1']:+.3f}{se}; over greedy {o['greedy_em']:.3f}: "
+                  f"{o['gain_over_greedy']:+.3f}{g_se}) | SPRM AUROC {o['sprm_auroc']}")
     if "calibration" in report:
         c = report["calibration"]
         print(f"calibration: ECE {c['ece']} Brier {c['brier']} AUROC {c['auroc']} (stated {c['stated']}/{c['n']})")
