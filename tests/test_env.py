@@ -147,3 +147,17 @@ def test_backend_by_name_through_gymnasium_make():
     assert f"(Title: {title})" in obs and len(info["doc_ids"]) == 3
     with pytest.raises(ValueError, match="unknown backend"):
         SearchEnv(backend="nope", tasks=TASKS)
+
+
+def test_max_invalid_streak_truncates_after_consecutive_invalid_turns():
+    env = make_env(max_turns=6, max_invalid_streak=2)
+    env.reset(options={"task_id": "q1"})
+    assert env.step("no tag at all")[2:4] == (False, False)
+    assert env.step("<search>Velmora Guild</search>")[2:4] == (False, False)  # a valid turn resets the streak
+    assert env.step("still no tag")[2:4] == (False, False)
+    obs, reward, term, trunc, info = env.step("<searc>broken</searc>")
+    assert (reward, term, trunc) == (0.0, False, True) and info["turn"] == 4 and info["invalid_actions"] == 3
+    # without the option only the turn budget ends the episode
+    env = make_env(max_turns=6)
+    env.reset(options={"task_id": "q1"})
+    assert [env.step("no tag")[3] for _ in range(6)] == [False] * 5 + [True]

@@ -40,6 +40,9 @@ class EnvConfig(BaseModel):
 
     # episode
     max_turns: int = Field(4, ge=1, le=64)
+    max_invalid_streak: int | None = Field(None, ge=1, description=(
+        "truncate an episode after this many invalid actions in a row (None: only max_turns ends it). "
+        "Evaluating a model that never writes a tag (an untrained base model) then stops early"))
     top_k: int = Field(3, ge=1, le=50)
     max_doc_chars: int = Field(600, ge=16)
     max_obs_chars: int = Field(4000, ge=256)

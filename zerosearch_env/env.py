@@ -24,6 +24,7 @@ class _Episode:
     turn: int = 0
     num_searches: int = 0
     invalid_actions: int = 0
+    invalid_streak: int = 0
     done: bool = False
     answer: str | None = None
     queries: list[str] = field(default_factory=list)
@@ -49,7 +50,8 @@ class SearchEnv(gym.Env[str, str]):
     answers score 0.
 
     ## Episode end
-    Terminated on an answer; truncated when `max_turns` turns are spent without one.
+    Terminated on an answer; truncated when `max_turns` turns are spent without one, or (when
+    `max_invalid_streak` is set) after that many invalid actions in a row.
 
     ## Info
     JSON-serialisable and deterministic: `turn`, `action`, `query`, `doc_ids`, `num_searches`,
@@ -182,8 +184,10 @@ class SearchEnv(gym.Env[str, str]):
         else:
             ep.invalid_actions += 1
             obs = invalid_feedback(act.reason)
+        ep.invalid_streak = ep.invalid_streak + 1 if act.kind == "invalid" else 0
         obs = obs[: cfg.max_obs_chars]
-        truncated = not terminated and ep.turn >= cfg.max_turns
+        streak_out = cfg.max_invalid_streak is not None and ep.invalid_streak >= cfg.max_invalid_streak
+        truncated = not terminated and (ep.turn >= cfg.max_turns or streak_out)
         ep.done = terminated or truncated
         self._transcript.append(obs)
         info = {

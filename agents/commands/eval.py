@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="write the JSON report here")
     parser.add_argument("--records", action="store_true", help="include per-question records in the report")
+    parser.add_argument("--paired-with", default=None, metavar="REPORT", help=(
+        "an earlier eval report written with --records on the same questions (e.g. the base model's): print "
+        "and store the paired EM difference (this run minus that one) with its standard error and an exact "
+        "McNemar test; implies --records"))
+    parser.add_argument("--max-invalid-streak", type=int, default=None, metavar="K", help=(
+        "end an episode after K invalid turns in a row (default: only the turn budget ends it); an untrained "
+        "model that never writes a tag then costs K turns, not max_turns. Use the same K for models you pair"))
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--best-of", type=int, default=1, help=(
         "N > 1: also sample N trajectories per question and keep the one the checkpoint's SPRM head scores "
@@ -62,6 +69,21 @@ def env_for(cfg, backend: str, noise: float = 0.0, calibration: bool = False):
 def run(args: argparse.Namespace) -> int:
     from agents.train_config import TrainConfig, preset
 
+    if args.max_invalid_streak is not None and args.max_invalid_streak < 1:
+        print("zerosearch eval: --max-invalid-streak must be >= 1", file=sys.stderr)
+        return 2
+    baseline = None
+    if args.paired_with:
+        try:
+            baseline = json.loads(Path(args.paired_with).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            print(f"zerosearch eval: --paired-with: cannot read {args.paired_with}: {e}", file=sys.stderr)
+            return 2
+        if not isinstance(baseline, dict) or not baseline.get("records"):
+            print(f"zerosearch eval: --paired-with: {args.paired_with} holds no per-question records "
+                  "(write it with --records)", file=sys.stderr)
+            return 2
+        args.records = True
     if not 0.0 <= args.noise <= 1.0:
         print("zerosearch eval: --noise must be in [0, 1]", file=sys.stderr)
         return 2
@@ -90,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from zerosearch_env.vector_env import make_vec
 
     env = env_for(cfg, args.backend, args.noise, args.calibration)
+    if args.max_invalid_streak is not None:
+        env = env.updated(max_invalid_streak=args.max_invalid_streak)
     tasks = load_tasks(env.dataset, split=args.split, world_seed=env.world_seed)
     random.Random(args.seed).shuffle(tasks)
     if args.n > 0:
@@ -163,6 +187,18 @@ def run(args: argparse.Namespace) -> int:
     if "calibration" in report:
         c = report["calibration"]
         print(f"calibration: ECE {c['ece']} Brier {c['brier']} AUROC {c['auroc']} (stated {c['stated']}/{c['n']})")
+    if baseline is not None:
+        from agents.evaluate import paired_em_difference
+
+        try:
+            pair = paired_em_difference(baseline["records"], records)
+        except ValueError as e:
+            print(f"zerosearch eval: --paired-with: {e}", file=sys.stderr)
+            return 2
+        if pair["n"] < len(records):
+            print(f"zerosearch eval: warning: only {pair['n']} of {len(records)} questions are in {args.paired_with}; "
+                  "the paired difference uses those")
+        report["paired"] = {"baseline": args.paired_with, "baseline_agent": baseline.get("agent"), **pair}
     if args.records:
         report["records"] = records
     line = (f"{who} | {args.backend}{'' if args.backend == 'bm25' else f' noise={args.noise}'} | n={len(tasks)} | "
@@ -171,6 +207,11 @@ def run(args: argparse.Namespace) -> int:
     print(line)
     for kind, s in summary.get("by_kind", {}).items():
         print(f"  {kind:<11} n={s['n']:<4} EM {s['em']:.3f} format {s['format_compliance']:.3f}")
+    if "paired" in report:
+        p = report["paired"]
+        print(f"paired with {p['baseline_agent']} on {p['n']} questions: EM {p['em_b']:.3f} vs {p['em_a']:.3f}, "
+              f"difference {p['diff']:+.3f} ± {p['se']:.3f} (s.e.), {p['b_only']} won / {p['a_only']} lost, "
+              f"McNemar p = {p['p_mcnemar']:.3g}")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(report, indent=1), encoding="utf-8")
