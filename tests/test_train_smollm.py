@@ -32,8 +32,11 @@ def test_smollm_warmup_lowers_the_agent_token_loss_and_turns_stop_at_tags():
     with torch.no_grad():
         after = float(sft_loss(model, data, tok.pad_token_id))
     assert after < before
-    turns = policy.generate_turns([data[0].prompt_ids], greedy=True)
-    t = turns[0]
-    assert len(t.ids) == len(t.logprobs) <= 24
-    if t.finish == "stop":
-        assert t.text.rstrip().endswith(("</search>", "</answer>")) or "</search>" in t.text or "</answer>" in t.text
+    # After the warm-up the greedy first turn must end at a closing tag (not at the token limit or
+    # EOS), and generation must stop at the first closing tag: nothing follows it.
+    t = policy.generate_turns([data[0].prompt_ids], greedy=True, max_new_tokens=64)[0]
+    assert len(t.ids) == len(t.logprobs) <= 64
+    assert t.finish == "stop", (t.finish, t.text)
+    closing = [tag for tag in ("</search>", "</answer>") if tag in t.text]
+    assert len(closing) == 1 and t.text.count(closing[0]) == 1, t.text
+    assert t.text.rstrip().endswith(closing[0]), t.text
