@@ -160,8 +160,8 @@ def add_confidence(policy, trajs: Sequence, generator=None, max_new_tokens: int 
 
     Generation stops at `</answer>` (the protocol's stop strings), so the confidence is a short
     continuation right after it, as `EnvConfig(calibration=True)` asks. The parsed confidence (None
-    when unparseable) and `brier_reward(em, q)` go to `traj.info` (`confidence`, `brier`), read by
-    `brier_reward_fn`. Returns batch figures.
+    when unparseable, read by `brier_reward_fn`) and `brier_reward(r, q)` against
+    `confidence_target` go to `traj.info` (`confidence`, `brier`). Returns batch figures.
     """
     from agents.pcl import append_segments
     from zerosearch_env.rewards import brier_reward, parse_confidence
@@ -178,24 +178,37 @@ def add_confidence(policy, trajs: Sequence, generator=None, max_new_tokens: int 
         q = parse_confidence(inner)
         t.info.setdefault("post_answer_start", start)
         t.info.update({"confidence": q, "confidence_text": text,
-                       "brier": brier_reward(float(t.info.get("em") or 0.0), q)})
+                       "brier": brier_reward(confidence_target(t), q)})
         parsed += q is not None
     return {"confidence_segments": float(len(answered)), "confidence_parse_rate": parsed / len(answered)}
 
 
+def confidence_target(traj) -> float:
+    """The correctness a stated confidence is scored against: the trajectory's own environment
+    reward (`traj.reward`: EM with `reward: em`, token F1 with `reward: f1`). The Brier term and
+    the outcome term share it, so their sum `r - (q - r) ** 2` is a proper scoring rule: its
+    expected value is highest at q = the expected reward (the probability of an exact match
+    under `reward: em`)."""
+    r = float(traj.reward)
+    if not 0.0 <= r <= 1.0:
+        raise ValueError(f"the Brier term needs an environment reward in [0, 1], got {r}")
+    return r
+
+
 def brier_reward_fn(trajs: Sequence) -> list[float]:
-    """GRPO `reward_fns` plug-in: RLCR's calibration term `-(q - correct) ** 2` of each answered
-    trajectory (missing confidence: -1), so that env reward + this = `brier_reward` when the
-    env reward is EM. Trajectories that did not answer get 0."""
+    """GRPO `reward_fns` plug-in: RLCR's calibration term `-(q - r) ** 2` of each answered
+    trajectory, with r = `confidence_target(traj)` (the env reward itself), so that env reward +
+    this = `brier_reward(r, q)` = `r - (q - r) ** 2` for EM and F1 rewards alike. A missing
+    confidence gets -1 (worse than any stated one); trajectories that did not answer get 0."""
+    from zerosearch_env.rewards import brier_reward
+
     out = []
     for t in trajs:
-        info = t.info or {}
-        if not info.get("answered"):
+        if not (t.info or {}).get("answered"):
             out.append(0.0)
             continue
-        em = float(info.get("em") or 0.0)
-        q = info.get("confidence")
-        out.append(-1.0 if q is None else -((float(q) - em) ** 2))
+        r = confidence_target(t)
+        out.append(brier_reward(r, t.info.get("confidence")) - r)
     return out
 
 

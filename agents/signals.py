@@ -24,7 +24,9 @@ monitors) says which signals run; `SelfSignals` gives the training loop what it 
   consistency reward (weight `pcl_weight`) joins the reward, `pcl_sft_weight > 0` adds the
   supervised segment loss. Never at inference (generation there stops at `</answer>`).
 * Brier: with `EnvConfig(calibration=True)` the policy writes `<confidence>q</confidence>` after
-  its answer; `brier=True` adds RLCR's `-(q - em) ** 2` (missing: -1) to the reward.
+  its answer; `brier=True` adds RLCR's `-(q - r) ** 2` (missing: -1) to the reward, where r is
+  the env reward itself (EM or F1, `agents.calibration.confidence_target`), so the total is the
+  proper scoring rule `r - (q - r) ** 2`. The logged calibration (`calib_*`) uses the same r.
 * Monitors: `agents.monitors.CollapseMonitor` over each step's rollouts.
 """
 
@@ -38,7 +40,7 @@ from typing import Sequence
 
 import torch
 
-from agents.calibration import add_confidence, auroc, brier_reward_fn, calibration_report
+from agents.calibration import add_confidence, auroc, brier_reward_fn, calibration_report, confidence_target
 from agents.monitors import CollapseMonitor, TrajectorySummary
 from agents.pcl import PCLSupervisedLoss, add_post_completion, pcl_reward_fn
 from agents.signals_config import SignalsConfig
@@ -147,7 +149,7 @@ class SelfSignals:
             answered = [t for t in trajs if (t.info or {}).get("answered")]
             if answered:
                 rep = calibration_report([t.info.get("confidence") for t in answered],
-                                         [float(t.info.get("em") or 0.0) for t in answered])
+                                         [confidence_target(t) for t in answered])
                 for k in ("ece", "brier", "auroc", "mean_confidence"):
                     row[f"calib_{k}"] = float("nan") if rep[k] is None else float(rep[k])
                 row["calib_missing"] = rep["missing"] / rep["n"]

@@ -41,7 +41,11 @@ class SignalsConfig(BaseModel):
     pcl_missing_penalty: float = -1.0
     pcl_sft_weight: float = Field(0.0, ge=0)
 
-    brier: bool = False
+    brier: bool = Field(False, description=(
+        "add RLCR's calibration term -(q - r)^2 for the <confidence> q written after the answer "
+        "(missing: -1), where r is the environment's reward itself (EM with env.reward: em, token F1 "
+        "with env.reward: f1): the total r - (q - r)^2 is a proper scoring rule, best at q = the "
+        "expected reward; needs env.calibration"))
     brier_weight: float = 1.0
     confidence_max_tokens: int = Field(8, ge=2)
 

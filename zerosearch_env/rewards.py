@@ -98,15 +98,21 @@ _WELL_FORMED = re.compile(
 
 
 def format_reward(agent_turns: Sequence[str]) -> float:
-    """1.0 when every agent turn is one well-formed action (optional <think> then one tag) and the
-    last turn answers; 0.0 otherwise. Takes the agent's own turns, never environment text."""
-    if not agent_turns:
-        return 0.0
+    """1.0 when the agent's turns up to its answer are each one well-formed action (optional
+    <think> then one tag) and one of them answers; 0.0 otherwise.
+
+    Takes the agent's own turns, never environment text. The episode ends at the answer, so
+    whatever agent text follows the answering turn is a post-answer segment written in training
+    (the confidence or PCL self-score, which have their own rewards) and is not scored here. An
+    answering turn may carry its `<confidence>` inline (evaluation in calibration mode).
+    """
     for t in agent_turns:
         t = re.sub(r"\s*<confidence>[^<>]*</confidence>\s*$", "", t)
         if not _WELL_FORMED.match(t):
             return 0.0
-    return float("<answer>" in agent_turns[-1])
+        if "<answer>" in t:
+            return 1.0
+    return 0.0
 
 
 def parse_confidence(text: str | None) -> float | None:
