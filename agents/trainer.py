@@ -135,6 +135,15 @@ def load_hooks(names: Sequence[str], cfg: TrainConfig, model, tokenizer) -> dict
     return out
 
 
+def grpo_backend(env_cfg, curriculum):
+    """The GRPO phase's backend, built from the env config. A simulator is handed the trainer's own
+    curriculum object rather than building a copy from the spec: what the trainer updates from each
+    batch's success (adaptive), saves and restores is what the simulator draws its noise from."""
+    from zerosearch_env.search import make_backend
+
+    return make_backend(env_cfg, curriculum=curriculum if env_cfg.backend == "simulator" else None)
+
+
 def _format_reward_fn(trajs):
     from zerosearch_env.rewards import format_reward
 
@@ -242,7 +251,8 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
     """Run warm-up then GRPO as `cfg` says, into `output`. `max_steps` caps the GRPO steps (the
     curriculum's horizon stays `cfg.curriculum['total_steps']`). `model`/`tokenizer`/`tasks`/
     `backend`/`warmup_backend` may be passed in (tests, custom setups); by default they come from
-    the config."""
+    the config; a passed-in `backend` keeps its own curriculum (only one the trainer builds shares
+    the trainer's, see `grpo_backend`)."""
     from tqdm.auto import tqdm
 
     from curricula import from_spec
@@ -372,6 +382,8 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
     g = cfg.grpo
     steps = g.steps if max_steps is None else int(max_steps)
     if state["grpo_step"] < steps:
+        if backend is None:
+            backend = grpo_backend(env_cfg, curriculum)
         if g.trainer == "trl":
             if cfg.signals.sprm or cfg.signals.pcl or cfg.signals.brier:
                 raise ValueError("signals sprm/pcl/brier run in our GRPO loop only: set grpo.trainer: ours")
@@ -428,6 +440,7 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
                     if isinstance(v, (int, float)):
                         row[f"gate/{k}"] = float(v)
                 log(row)
+                curriculum.update([float(t.info.get("em", 0.0)) for t in trajs])  # moves an adaptive one
                 state["grpo_step"] += 1
                 state["global_step"] += 1
                 bar.update(1)

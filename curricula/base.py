@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Iterable
 
 
 def check_probability(name: str, value: float) -> float:
@@ -43,6 +43,12 @@ class Curriculum(ABC):
 
     def __call__(self, step: int) -> float:
         return self.probability(step)
+
+    def update(self, outcomes: float | Iterable[float]) -> float | None:
+        """Record the agent's latest outcomes (a success rate, or per-episode outcomes in [0, 1]).
+        A trainer calls this after every batch; schedules driven by the step alone ignore it and
+        return None, `AdaptiveCurriculum` moves its probability and returns it."""
+        return None
 
     @abstractmethod
     def params(self) -> dict[str, Any]:

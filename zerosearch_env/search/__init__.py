@@ -30,9 +30,17 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'zerosearch_env.search' has no attribute {name!r}")
 
 
-def make_backend(config) -> SearchBackend:
-    """Build the backend named by `config.backend` (see `BACKENDS`)."""
+def make_backend(config, curriculum: Any = None) -> SearchBackend:
+    """Build the backend named by `config.backend` (see `BACKENDS`). `curriculum` (simulator only):
+    a `curricula.Curriculum` object the simulator draws its noise from, used as is instead of one
+    built from `backend_options["curriculum"]`, so a trainer that updates or restores it moves
+    the simulator too."""
     if config.backend not in BACKENDS:
         raise ValueError(f"unknown backend {config.backend!r}; choose one of {sorted(BACKENDS)}")
     module, cls = BACKENDS[config.backend].split(":")
-    return getattr(importlib.import_module(module), cls).from_config(config)
+    backend_cls = getattr(importlib.import_module(module), cls)
+    if curriculum is None:
+        return backend_cls.from_config(config)
+    if config.backend != "simulator":
+        raise ValueError(f"a curriculum schedules the simulator's noise; backend {config.backend!r} takes none")
+    return backend_cls.from_config(config, curriculum=curriculum)

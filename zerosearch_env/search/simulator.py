@@ -400,8 +400,9 @@ class SimulatedSearch(SearchBackend):
 
     # ------------------------------------------------------------------ config
     @classmethod
-    def from_config(cls, config: "EnvConfig") -> SearchBackend:
-        """Build from `config.backend_options`:
+    def from_config(cls, config: "EnvConfig", curriculum: Any = None) -> SearchBackend:
+        """Build from `config.backend_options` (a `curriculum` object, when given, is used as is
+        instead of the options' spec: the trainer shares its own, see `make_backend`):
 
         engine ("transformers" | "openai" | "vllm"), model (path/name; default small model),
         base_urls / api_key (openai), device / dtype (transformers), curriculum (a spec dict for
@@ -417,8 +418,7 @@ class SimulatedSearch(SearchBackend):
         if unknown:
             raise ValueError(f"simulator: unknown backend_options {sorted(unknown)}; known: {sorted(known)}")
         engine = make_engine(opts.get("engine", "transformers"), opts)
-        curriculum = None
-        if opts.get("curriculum") is not None:
+        if curriculum is None and opts.get("curriculum") is not None:
             from curricula import from_spec
 
             curriculum = from_spec(opts["curriculum"])
