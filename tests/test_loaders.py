@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -36,6 +37,43 @@ def test_search_r1_parquet(tmp_path):
     assert [t.split for t in tasks] == ["train", "test"]
     assert load_tasks(str(path), "test") == [tasks[1]]
     assert load_qa_file(path, split="dev")[0].split == "dev"
+
+
+def test_missing_split_is_an_error_naming_the_files_splits(tmp_path):
+    path = _write_jsonl(tmp_path / "train_only.jsonl", [
+        {"question": f"q{i}?", "golden_answers": ["a"], "split": "train"} for i in range(3)] + [
+        {"question": "d?", "golden_answers": ["a"], "extra_info": {"split": "dev"}}])
+    with pytest.raises(ValueError, match=r"train_only\.jsonl has no 'test' split; its splits: 'dev', 'train'"):
+        load_tasks(str(path), "test")
+    assert [t.question for t in load_tasks(str(path), "dev")] == ["d?"]
+
+
+def test_file_without_split_information_is_split_by_question_hash(tmp_path):
+    rows = [{"question": f"Who founded the Orsk {i} Guild?", "golden_answers": [f"A{i}"]} for i in range(400)]
+    path = _write_jsonl(tmp_path / "flat.jsonl", rows)
+    train, test, every = (load_tasks(str(path), s) for s in ("train", "test", "all"))
+    assert len(every) == 400 and [t.question for t in every] == [r["question"] for r in rows]
+    assert not {t.question for t in train} & {t.question for t in test}
+    assert len(train) + len(test) == 400 and 20 <= len(test) <= 60
+
+    # the documented rule: the first 8 bytes of sha256("zerosearch-split-v1:" + casefolded question)
+    def documented(q: str) -> str:
+        h = int.from_bytes(hashlib.sha256(f"zerosearch-split-v1:{q.casefold()}".encode()).digest()[:8], "big")
+        return "test" if h < 0.1 * 2**64 else "train"
+
+    assert {t.question for t in test} == {r["question"] for r in rows if documented(r["question"]) == "test"}
+    # independent of row order and of the other rows
+    subset = rows[250:][::-1]
+    shuffled = _write_jsonl(tmp_path / "shuffled.jsonl", subset)
+    expected = {t.question for t in test} & {r["question"] for r in subset}
+    assert expected and {t.question for t in load_tasks(str(shuffled), "test")} == expected
+
+
+def test_rows_with_and_without_split_do_not_mix(tmp_path):
+    path = _write_jsonl(tmp_path / "mixed.jsonl", [{"question": "a?", "golden_answers": ["x"], "split": "test"},
+                                                   {"question": "b?", "golden_answers": ["y"]}])
+    with pytest.raises(ValueError, match=r"mixed\.jsonl: row 1: no split"):
+        load_qa_file(path)
 
 
 def test_reward_model_target_only(tmp_path):

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from agents.compare import CostModel, compare, format_table, parse_backend_specs, save_report
     from zerosearch_env import EnvConfig
     from zerosearch_env.data import load_corpus, load_tasks
+    from zerosearch_env.data.task import select_split
 
     try:
         specs = parse_backend_specs(args.backends)
@@ -121,9 +122,7 @@ def run(args: argparse.Namespace) -> int:
         config = EnvConfig(dataset=args.dataset, world_seed=args.world_seed, split=args.split,
                            max_turns=args.max_turns, top_k=args.top_k, seed=args.seed)
         all_tasks = load_tasks(args.dataset, "all", args.world_seed)
-        tasks = [t for t in all_tasks if args.split == "all" or t.split == args.split]
-        if not tasks:
-            raise ValueError(f"no {args.split} questions in {args.dataset}")
+        tasks = select_split(all_tasks, args.split, args.dataset)
         if 0 < args.episodes < len(tasks):
             tasks = random.Random(args.seed).sample(tasks, args.episodes)
         needs_corpus = any(s.kind in ("bm25", "dense") for s in specs)

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from zerosearch_env.data.task import Task
+from zerosearch_env.data.task import Task, select_split
 
 __all__ = ["Task", "load_tasks", "load_corpus"]
 
 
 def load_tasks(dataset: str = "world", split: str = "train", world_seed: int = 0) -> list[Task]:
-    """Tasks of `split` ("train", "test" or "all") from the built-in world or a file."""
+    """Tasks of `split` ("train", "test", another split the file names, or "all") from the built-in
+    world or a QA file. A split the data lacks raises a ValueError naming the splits it has; a file
+    whose rows carry no split is split by question (see `zerosearch_env.data.loaders.hashed_split`)."""
     if dataset == "world":
         from zerosearch_env.data.world import generate_world
 
-        world = generate_world(world_seed)
-        return list(world.tasks) if split == "all" else [t for t in world.tasks if t.split == split]
+        return generate_world(world_seed).split(split)
     from zerosearch_env.data.loaders import load_qa_file
 
-    tasks = load_qa_file(dataset)
-    return tasks if split == "all" else [t for t in tasks if t.split == split] or tasks
+    return select_split(load_qa_file(dataset), split, dataset)
 
 
 def load_corpus(dataset: str = "world", world_seed: int = 0, path: str | None = None):

@@ -2,13 +2,16 @@
 
 QA rows need a `question` and gold answers, read from `golden_answers` (a list, a numpy array or
 one string) or from Search-R1's `reward_model.ground_truth.target`. `id`, `split` (or
-`extra_info.split`) and `data_source` are optional. Corpus rows hold either `contents` in the
+`extra_info.split`) and `data_source` are optional; a file gives a split to every row or to none,
+and a file without splits is split by question (`hashed_split`: about 10% "test", the same for a
+question whatever the file's order or other rows). Corpus rows hold either `contents` in the
 Search-R1/FlashRAG form `"Title"\\ntext`, or `title` and `text` fields. A malformed row raises a
 `ValueError` naming the file, the row number and what is wrong.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,7 +19,20 @@ from typing import Any, Iterator
 from zerosearch_env.data.task import Task
 from zerosearch_env.search.base import Document
 
-__all__ = ["load_qa_file", "load_corpus_file", "load_hf_dataset", "rows_to_tasks", "parse_contents"]
+__all__ = ["load_qa_file", "load_corpus_file", "load_hf_dataset", "rows_to_tasks", "parse_contents",
+           "hashed_split"]
+
+HASH_SPLIT_SALT = "zerosearch-split-v1"
+HASH_SPLIT_TEST_FRACTION = 0.1
+
+
+def hashed_split(question: str) -> str:
+    """The split of a row that names none: "test" when the first 8 bytes of
+    sha256(f"{HASH_SPLIT_SALT}:{question.casefold()}"), read big-endian, fall below 10% of 2**64.
+
+    A pure function of the question, so duplicates of a question land on the same side."""
+    digest = hashlib.sha256(f"{HASH_SPLIT_SALT}:{question.casefold()}".encode("utf-8")).digest()
+    return "test" if int.from_bytes(digest[:8], "big") < HASH_SPLIT_TEST_FRACTION * 2**64 else "train"
 
 
 def _read_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -95,8 +111,12 @@ def _answers_of(row: dict) -> Any:
 
 
 def rows_to_tasks(rows, source: str, split: str | None = None, id_prefix: str = "") -> list[Task]:
-    """Turn (row number, row dict) pairs into `Task`s; `source` names the origin in errors."""
+    """Turn (row number, row dict) pairs into `Task`s; `source` names the origin in errors.
+
+    `split` overrides the rows' own; rows that name no split are split by `hashed_split`, which
+    needs every row to name none."""
     tasks: list[Task] = []
+    unsplit_rows: list[int] = []
     seen: set[str] = set()
     for i, row in rows:
         where = f"{source}: row {i}"
@@ -125,18 +145,25 @@ def rows_to_tasks(rows, source: str, split: str | None = None, id_prefix: str = 
         if tid in seen:
             raise ValueError(f"{where}: duplicate id {tid!r}")
         seen.add(tid)
+        question = " ".join(q.split())
+        if not row_split:
+            unsplit_rows.append(i)
         tasks.append(Task(
-            id=str(tid), question=" ".join(q.split()), answers=tuple(dict.fromkeys(answers)),
-            split=str(row_split or "train"), kind="qa", data_source=str(row.get("data_source") or ""),
+            id=str(tid), question=question, answers=tuple(dict.fromkeys(answers)),
+            split=str(row_split or hashed_split(question)), kind="qa",
+            data_source=str(row.get("data_source") or ""),
         ))
+    if unsplit_rows and len(unsplit_rows) < len(tasks):
+        raise ValueError(f"{source}: row {unsplit_rows[0]}: no split, while other rows name one; give every row "
+                         "a 'split' (or 'extra_info.split') or none (then rows are split by question)")
     return tasks
 
 
 def load_qa_file(path: str | Path, split: str | None = None) -> list[Task]:
     """Tasks from a Search-R1 parquet file or a FlashRAG-style JSONL file.
 
-    `split` overrides the rows' own split (default: the row's `split` / `extra_info.split`, else
-    "train")."""
+    `split` overrides the rows' own split (default: the row's `split` / `extra_info.split`; a file
+    whose rows name no split is split by `hashed_split`)."""
     tasks = rows_to_tasks(_read_rows(path), str(path), split=split)
     if not tasks:
         raise ValueError(f"{path}: no rows")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +31,14 @@ class Task:
             "split": self.split, "kind": self.kind, "template": self.template,
             "supporting_titles": list(self.supporting_titles), "data_source": self.data_source,
         }
+
+
+def select_split(tasks: Sequence[Task], split: str, source: str) -> list[Task]:
+    """The tasks of `split`, or all of them for "all"; a split `source` lacks is an error naming its splits."""
+    if split == "all":
+        return list(tasks)
+    chosen = [t for t in tasks if t.split == split]
+    if not chosen:
+        have = ", ".join(repr(s) for s in sorted({t.split for t in tasks}))
+        raise ValueError(f"{source} has no {split!r} split; its splits: {have} (or 'all' for every row)")
+    return chosen
