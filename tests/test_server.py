@@ -253,3 +253,121 @@ def test_serve_cli_rejects_bad_arguments(capsys):
     assert main(["serve", "--backend", "tests.serve_backend:Missing"]) == 2
     assert main(["serve", "--backend", "tests.serve_backend:KeywordSearch", "-o", "novalue"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+class RecordingSearch(KeywordSearch):
+    """KeywordSearch that keeps every SearchRequest it is asked, to see what reached the backend."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def search(self, requests):
+        self.seen.extend(requests)
+        return super().search(requests)
+
+
+def test_golden_answers_are_per_query():
+    backend = RecordingSearch()
+    with BackgroundServer(create_app(backend, batch_window_ms=1)) as srv:
+        url = srv.url + "/retrieve"
+        body = {"queries": ["capital of Ostrand", "Kallen Labs"],
+                "golden_answers": [["Velmora", "Velmora city"], ["Brisk Harbour"]]}
+        assert httpx.post(url, json=body, timeout=60).status_code == 200
+        assert [(r.query, r.answers) for r in backend.seen] == [
+            ("capital of Ostrand", ("Velmora", "Velmora city")), ("Kallen Labs", ("Brisk Harbour",))]
+        # a flat list for ONE query is that query's aliases (under either key)
+        backend.seen.clear()
+        for key in ("golden_answers", "answers"):
+            r = httpx.post(url, json={"query": "capital of Ostrand", key: ["Velmora", "Velmora city"]}, timeout=60)
+            assert r.status_code == 200, r.text
+        assert [r.answers for r in backend.seen] == [("Velmora", "Velmora city")] * 2
+        # a flat list for several queries is ambiguous (one alias list, or one answer each?): 422
+        backend.seen.clear()
+        for key in ("golden_answers", "answers"):
+            r = httpx.post(url, json={"queries": ["q1", "q2"], key: ["a1", "a2"]}, timeout=60)
+            assert r.status_code == 422, r.text
+            detail = r.json()["detail"]
+            assert key in detail and "one list of answer strings per query" in detail and '[["' in detail
+        assert backend.seen == []
+        for bad in ({"queries": ["q1", "q2"], "golden_answers": [["a1"]]},
+                    {"queries": ["q1"], "golden_answers": [["a1", 3]]},
+                    {"queries": ["q1"], "golden_answers": [["a"]], "answers": [["b"]]}):
+            assert httpx.post(url, json=bad, timeout=60).status_code == 422, bad
+
+
+def test_api_key_is_compared_in_constant_time(monkeypatch):
+    import hmac
+
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    with BackgroundServer(create_app(KeywordSearch(), api_key="s3cret", batch_window_ms=1)) as srv:
+        url = srv.url + "/retrieve"
+        assert httpx.post(url, json={"query": "Velmora"}, headers={"x-api-key": "s3crex"}, timeout=60).status_code == 401
+        assert httpx.post(url, json={"query": "Velmora"}, headers={"x-api-key": "s3cret"}, timeout=60).status_code == 200
+    assert len(compared) == 2 and all(b"s3cret" in pair for pair in compared)
+
+
+def test_health_hides_backend_details_without_the_key():
+    from zerosearch_env.search.retriever import RetrieverClient
+
+    backend = RetrieverClient("http://10.1.2.3:8123/private-index/retrieve")  # never called by /health
+    with BackgroundServer(create_app(backend, api_key="s3cret")) as srv:
+        anonymous = httpx.get(srv.url + "/health", timeout=60)
+        wrong = httpx.get(srv.url + "/health", headers={"x-api-key": "nope"}, timeout=60)
+        for r in (anonymous, wrong):
+            assert r.status_code == 200 and r.json()["status"] == "ok"
+            assert "10.1.2.3" not in r.text and "private-index" not in r.text and "retriever" not in r.text
+        keyed = httpx.get(srv.url + "/health", headers={"authorization": "Bearer s3cret"}, timeout=60).json()
+        assert keyed["identity"] == "retriever:http://10.1.2.3:8123/private-index/retrieve"
+    backend.close()
+    # without a key configured the server is open, /health included
+    with BackgroundServer(create_app(KeywordSearch())) as srv:
+        assert httpx.get(srv.url + "/health", timeout=60).json()["backend"] == "keyword"
+
+
+def test_serve_api_key_sources(tmp_path, monkeypatch):
+    from agents.cli import build_parser
+    from agents.commands.serve import resolve_api_key
+
+    parse = lambda *argv: build_parser().parse_args(["serve", *argv])  # noqa: E731
+    monkeypatch.delenv("ZEROSEARCH_API_KEY", raising=False)
+    assert resolve_api_key(parse()) is None
+    monkeypatch.setenv("ZEROSEARCH_API_KEY", "from-env")
+    assert resolve_api_key(parse()) == "from-env"
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    assert resolve_api_key(parse("--api-key-file", str(key_file))) == "from-file"  # the file wins over the env
+    assert resolve_api_key(parse("--api-key", "from-flag")) == "from-flag"
+    with pytest.raises(ValueError, match="not both"):
+        resolve_api_key(parse("--api-key", "x", "--api-key-file", str(key_file)))
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="empty"):
+        resolve_api_key(parse("--api-key-file", str(tmp_path / "empty")))
+    with pytest.raises(ValueError, match="cannot read"):
+        resolve_api_key(parse("--api-key-file", str(tmp_path / "missing")))
+
+
+def test_serve_reads_the_key_from_a_file_not_the_command_line(tmp_path):
+    key_file = tmp_path / "serve.key"
+    key_file.write_text("file-secret-42\n")
+    proc, url = _start_serve("--backend", "tests.serve_backend:KeywordSearch", "--api-key-file", str(key_file))
+    try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+        assert "file-secret-42" not in cmdline and str(key_file) in cmdline
+        assert httpx.post(url + "/retrieve", json={"query": "Velmora"}, timeout=60).status_code == 401
+        r = httpx.post(url + "/retrieve", json={"query": "Velmora"}, headers={"x-api-key": "file-secret-42"}, timeout=60)
+        assert r.status_code == 200, r.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_help_warns_about_the_key_on_the_command_line(capsys):
+    from agents.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--api-key-file" in text and "ZEROSEARCH_API_KEY" in text and "visible to other users" in text

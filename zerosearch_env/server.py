@@ -8,28 +8,34 @@
   SkyRL-gym's `{"query": "..."}` (JSON; answered with one result list per query) and GEM's body,
   the same keys msgpack-encoded without a Content-Type (answered in msgpack with a flat `result`
   list). Optional extensions a trainer may send for the simulator: `question(s)`,
-  `golden_answers`/`answers` and `step`.
+  `golden_answers` (alias `answers`: one list of answer strings per query, `[["a1"], ["a2"]]`; a
+  flat list of strings only for a single query) and `step`.
 - `POST /set_step` `{"step": n}`: sets the backend's training step (the simulator's curriculum).
-- `GET /health`: liveness plus counters (requests, queries, backend calls, batches, rejections).
+- `GET /health`: liveness plus counters (requests, queries, backend calls, batches, rejections);
+  with an API key set, the backend's name, identity (which may hold URLs) and stats only for a
+  request that sends the key.
 
-Concurrent requests are micro-batched: each request's queries go onto an asyncio queue, and a
-single batching task gathers everything that arrives within `batch_window_ms` (up to `max_batch`
-queries) into ONE backend call. Bad JSON, oversize bodies and wrong types get a 4xx with a message,
-more than `max_concurrency` requests in flight get 503, a wrong or missing API key gets 401.
+Concurrent requests are micro-batched (`zerosearch_env.batching`): a batching task gathers the
+queries of everything that arrives within `batch_window_ms` (up to `max_batch` queries) into ONE
+backend call. Bad JSON, oversize bodies and wrong types get a 4xx with a message, more than
+`max_concurrency` requests in flight get 503, a wrong or missing API key gets 401 (the key is
+compared in constant time).
 
 `fastapi`, `uvicorn` and `msgpack` are the `server` extra; they are imported when a server is built.
 """
 
 # no `from __future__ import annotations`: FastAPI must see the real `Request` annotation
 # of the handlers defined inside create_app.
-import asyncio
 import contextlib
+import hmac
 import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
+from zerosearch_env.batching import MicroBatcher
+from zerosearch_env.http_body import BodyTooLarge, read_limited_body
 from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
 
 _MSGPACK = "application/msgpack"
@@ -174,39 +180,53 @@ def parse_retrieve(payload: dict, packed: bool, limits: ServerLimits) -> ParsedR
     if step is not None and (not _is_int(step) or step < 0):
         raise RequestError(422, "'step' must be a non-negative integer")
 
-    questions = _per_query(payload, ("questions", "question"), len(queries), str)
-    answers = _per_query(payload, ("golden_answers", "answers"), len(queries), list)
-    requests = []
-    for i, q in enumerate(queries):
-        gold = answers[i] if answers is not None else []
-        if not all(isinstance(a, str) for a in gold):
-            raise RequestError(422, f"golden_answers[{i}] must be a list of strings")
-        requests.append(SearchRequest(
-            query=q, top_k=topk, question=questions[i] if questions is not None else None,
-            answers=tuple(gold), search_index=i, step=step,
-        ))
+    questions = _questions(payload, len(queries))
+    answers = _answer_lists(payload, len(queries))
+    requests = [SearchRequest(query=q, top_k=topk, question=questions[i] if questions is not None else None,
+                              answers=tuple(answers[i]) if answers is not None else (), search_index=i, step=step)
+                for i, q in enumerate(queries)]
     return ParsedRetrieve(requests, return_scores, single, packed, step)
 
 
-def _per_query(payload: dict, keys: tuple[str, str], n: int, kind: type) -> list | None:
-    """Read an optional per-query field (`questions` list or one `question` for all queries)."""
-    plural, singular = keys
-    if plural in payload:
-        values = payload[plural]
-        if kind is list and isinstance(values, list) and values and all(isinstance(v, str) for v in values):
-            values = [values] * n  # one alias list shared by every query
-        if not isinstance(values, list) or len(values) != n:
-            raise RequestError(422, f"'{plural}' must be a list with one entry per query ({n})")
-        for i, v in enumerate(values):
-            if not isinstance(v, kind):
-                raise RequestError(422, f"'{plural}'[{i}] must be a {kind.__name__}")
+def _questions(payload: dict, n: int) -> list[str] | None:
+    """The optional `questions` (one string per query) or `question` (one string for all queries)."""
+    if "questions" in payload:
+        values = payload["questions"]
+        if not isinstance(values, list) or len(values) != n or not all(isinstance(v, str) for v in values):
+            raise RequestError(422, f"'questions' must be a list of {n} strings, one per query")
         return values
-    if singular in payload:
-        v = payload[singular]
-        if not isinstance(v, kind):
-            raise RequestError(422, f"'{singular}' must be a {kind.__name__}")
-        return [v] * n
+    if "question" in payload:
+        if not isinstance(payload["question"], str):
+            raise RequestError(422, "'question' must be a string")
+        return [payload["question"]] * n
     return None
+
+
+def _answer_lists(payload: dict, n: int) -> list[list[str]] | None:
+    """The optional gold answers: one list of alias strings per query, under `golden_answers` or `answers`.
+
+    A flat list of strings is one query's aliases, so it is accepted only when there is one query:
+    for several it could mean one answer per query or one alias list for all, and is refused.
+    """
+    keys = [k for k in ("golden_answers", "answers") if k in payload]
+    if not keys:
+        return None
+    if len(keys) > 1:
+        raise RequestError(422, "send the gold answers as 'golden_answers' or 'answers', not both")
+    key, values = keys[0], payload[keys[0]]
+    shape = (f"'{key}' must hold one list of answer strings per query ({n}), e.g. "
+             f'[["a1", "alias of a1"], ["a2"]] for two queries')
+    if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
+        if n == 1:
+            return [values]
+        raise RequestError(422, f"{shape}; a flat list of strings is one query's aliases and is accepted "
+                                f"only with a single query")
+    if not isinstance(values, list) or len(values) != n:
+        raise RequestError(422, shape)
+    for i, aliases in enumerate(values):
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise RequestError(422, f"{shape}; entry {i} is not a list of strings")
+    return values
 
 
 @dataclass
@@ -232,92 +252,29 @@ class ServerStats:
         return d
 
 
-class MicroBatcher:
-    """Gathers the queries of concurrent requests into one backend call per window.
+def search_batches(backend: SearchBackend, stats: ServerStats):
+    """The micro-batch handler: every request's queries of a batch in ONE `backend.asearch` call,
+    each request given its slice, cut to its `top_k`."""
 
-    `submit(requests)` waits for that request's results. One worker task (started on first use, in
-    the running loop) takes the first waiting item, keeps collecting for `window_s` or until
-    `max_batch` queries are gathered, calls `backend.asearch` ONCE for all of them, and hands each
-    caller its slice. Batches run one after another; what arrives meanwhile forms the next batch.
-    A request larger than `max_batch` is sent as its own batch.
-    """
-
-    def __init__(self, backend: SearchBackend, window_s: float = 0.005, max_batch: int = 64,
-                 stats: ServerStats | None = None):
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
-        if window_s < 0:
-            raise ValueError("the batch window must be >= 0")
-        self.backend = backend
-        self.window_s = window_s
-        self.max_batch = max_batch
-        self.stats = stats or ServerStats()
-        self._queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
-
-    def _ensure_worker(self) -> asyncio.Queue:
-        if self._queue is None or self._worker is None or self._worker.done():
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._run())
-        return self._queue
-
-    async def submit(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
-        fut = asyncio.get_running_loop().create_future()
-        self._ensure_worker().put_nowait((list(requests), fut))
-        return await fut
-
-    async def _run(self) -> None:
-        queue = self._queue
-        assert queue is not None
-        pending: tuple | None = None
-        while True:
-            first = pending or await queue.get()
-            pending = None
-            batch = [first]
-            size = len(first[0])
-            deadline = asyncio.get_running_loop().time() + self.window_s
-            while size < self.max_batch:
-                timeout = deadline - asyncio.get_running_loop().time()
-                try:
-                    item = queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(queue.get(), timeout)
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                    break
-                if size + len(item[0]) > self.max_batch:
-                    pending = item  # starts the next batch
-                    break
-                batch.append(item)
-                size += len(item[0])
-            await self._call(batch)
-
-    async def _call(self, batch: list[tuple[list[SearchRequest], asyncio.Future]]) -> None:
-        flat = [r for reqs, _ in batch for r in reqs]
-        self.stats.backend_calls += 1
-        self.stats.batched_queries += len(flat)
-        self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(flat))
+    async def run(batch: list[list[SearchRequest]]) -> list[list[list[Document]]]:
+        flat = [r for reqs in batch for r in reqs]
+        stats.backend_calls += 1
+        stats.batched_queries += len(flat)
+        stats.max_batch_seen = max(stats.max_batch_seen, len(flat))
         try:
-            results = await self.backend.asearch(flat)
+            results = await backend.asearch(flat)
             if len(results) != len(flat):
                 raise RuntimeError(f"backend returned {len(results)} result lists for {len(flat)} queries")
-        except Exception as e:  # every waiting request gets the error
-            self.stats.backend_errors += 1
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(e)
-            return
-        i = 0
-        for reqs, fut in batch:
-            part = [list(docs)[: r.top_k] for r, docs in zip(reqs, results[i: i + len(reqs)])]
+        except Exception:
+            stats.backend_errors += 1
+            raise
+        out, i = [], 0
+        for reqs in batch:
+            out.append([list(docs)[: r.top_k] for r, docs in zip(reqs, results[i: i + len(reqs)])])
             i += len(reqs)
-            if not fut.done():
-                fut.set_result(part)
+        return out
 
-    async def aclose(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except (asyncio.CancelledError, Exception):
-                pass
+    return run
 
 
 def create_app(backend: SearchBackend, *, api_key: str | None = None, batch_window_ms: float = 5.0,
@@ -335,7 +292,8 @@ def create_app(backend: SearchBackend, *, api_key: str | None = None, batch_wind
         raise ValueError("max_concurrency must be >= 1")
     limits = limits or ServerLimits()
     stats = ServerStats()
-    batcher = MicroBatcher(backend, window_s=batch_window_ms / 1000.0, max_batch=max_batch, stats=stats)
+    batcher = MicroBatcher(search_batches(backend, stats), window_s=batch_window_ms / 1000.0, max_batch=max_batch,
+                           size=len)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -357,23 +315,19 @@ def create_app(backend: SearchBackend, *, api_key: str | None = None, batch_wind
         if api_key is None:
             return True
         auth = request.headers.get("authorization", "")
-        given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-        return given == api_key
+        given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+        return hmac.compare_digest(given.encode("utf-8"), api_key.encode("utf-8"))
 
     async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise RequestError(413, f"the body has {declared} bytes; the limit is {limits.max_body_bytes}")
-        chunks, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limits.max_body_bytes:
-                raise RequestError(413, f"the body is over the limit of {limits.max_body_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await read_limited_body(request, limits.max_body_bytes)
+        except BodyTooLarge as e:
+            raise RequestError(413, str(e)) from None
 
     @app.get("/health")
-    async def health() -> dict:
+    async def health(request: Request) -> dict:
+        if not authorised(request):  # the backend's identity and stats may name URLs
+            return {"status": "ok", "stats": stats.to_dict()}
         return {"status": "ok", "backend": backend.name, "identity": backend.identity(),
                 "stats": stats.to_dict(), "backend_stats": _safe_stats(backend)}
 

@@ -1,7 +1,8 @@
 """`zerosearch serve`: any search backend behind a Search-R1-compatible `/retrieve` endpoint.
 
     zerosearch serve --backend bm25 --port 8000
-    zerosearch serve --backend simulator --config sim.yaml --batch-window-ms 10 --api-key SECRET
+    ZEROSEARCH_API_KEY=SECRET zerosearch serve --backend simulator --config sim.yaml --batch-window-ms 10
+    zerosearch serve --backend bm25 --api-key-file ~/.config/zerosearch/key
 
 Trainers built on Search-R1, verl's search tool, SkyRL-gym or GEM point their search URL at
 `http://127.0.0.1:PORT/retrieve`. A trainer moves the simulator's noise curriculum with
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,9 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world-seed", type=int, default=None, help="seed of the built-in world")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--api-key", default=os.environ.get("ZEROSEARCH_API_KEY"),
-                        help="require this key (Authorization: Bearer KEY or X-API-Key); "
-                             "default: $ZEROSEARCH_API_KEY, else none")
+    parser.add_argument("--api-key-file", default=None, metavar="PATH",
+                        help="require the key stored in this file (first line) from clients "
+                             "(Authorization: Bearer KEY or X-API-Key); default: $" + API_KEY_ENV + ", else no key")
+    parser.add_argument("--api-key", default=None,
+                        help="require this key; risky: a key on the command line is visible to other users "
+                             "of the machine (ps, /proc) and stays in shell history; prefer --api-key-file "
+                             "or $" + API_KEY_ENV)
     parser.add_argument("--batch-window-ms", type=float, default=5.0,
                         help="how long to gather concurrent requests into one backend call")
     parser.add_argument("--max-batch", type=int, default=64, help="most queries in one backend call")
@@ -39,6 +45,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queries", type=int, default=1024, help="most queries in one request")
     parser.add_argument("--default-topk", type=int, default=None, help="topk when a request sends none")
     parser.add_argument("--log-level", default="warning")
+
+
+API_KEY_ENV = "ZEROSEARCH_API_KEY"
+
+
+def resolve_api_key(args: argparse.Namespace) -> str | None:
+    """The key clients must send: from --api-key-file, else --api-key, else $ZEROSEARCH_API_KEY, else none."""
+    if args.api_key_file and args.api_key:
+        raise ValueError("give --api-key-file or --api-key, not both")
+    if args.api_key_file:
+        try:
+            lines = Path(args.api_key_file).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise ValueError(f"cannot read --api-key-file {args.api_key_file}: {e.strerror}") from None
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise ValueError(f"--api-key-file {args.api_key_file} is empty")
+        return key
+    return args.api_key or os.environ.get(API_KEY_ENV) or None
 
 
 def parse_options(items: list[str]) -> dict:
@@ -84,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"zerosearch serve: {e}; pip install 'zerosearch-env[server]'", file=sys.stderr)
         return 2
     try:
+        api_key = resolve_api_key(args)
+    except ValueError as e:
+        print(f"zerosearch serve: {e}", file=sys.stderr)
+        return 2
+    try:
         backend, config = build_backend(args.backend, args.config, parse_options(args.option),
                                         dataset=args.dataset, world_seed=args.world_seed)
     except (ValueError, ImportError, FileNotFoundError, AttributeError) as e:
@@ -94,14 +124,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--max-body-bytes and --max-queries must be >= 1, --port in 1..65535")
         limits = ServerLimits(max_body_bytes=args.max_body_bytes, max_queries=args.max_queries,
                               default_topk=args.default_topk or config.top_k)
-        app = create_app(backend, api_key=args.api_key, batch_window_ms=args.batch_window_ms,
+        app = create_app(backend, api_key=api_key, batch_window_ms=args.batch_window_ms,
                          max_batch=args.max_batch, max_concurrency=args.max_concurrency, limits=limits)
     except ValueError as e:
         backend.close()
         print(f"zerosearch serve: {e}", file=sys.stderr)
         return 2
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
-        print("zerosearch serve: warning: listening beyond loopback without --api-key", file=sys.stderr)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        print("zerosearch serve: warning: listening beyond loopback without an API key", file=sys.stderr)
     print(f"zerosearch serve: backend {backend.name!r} on http://{args.host}:{args.port}/retrieve", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
