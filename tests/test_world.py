@@ -130,13 +130,34 @@ def test_prior_only_guess_scores_low():
     assert em <= 0.05
 
 
-def test_split_by_subject_and_loaders_of_data_package():
+def _final_hop_fact(task) -> tuple[str, str]:
+    """The answer-bearing article and the answer: what a question asks the agent to retrieve last."""
+    return task.supporting_titles[-1], task.answers[0]
+
+
+def test_split_is_fact_disjoint_and_byte_stable():
+    """No held-out question is answered by a fact that a training question retrieves, at any hop."""
+    world = generate_world.__wrapped__(0)
+    train, test = world.split("train"), world.split("test")
+    train_final = {_final_hop_fact(t) for t in train}
+    shared = [t for t in test if _final_hop_fact(t) in train_final]
+    assert not shared, f"{len(shared)} of {len(test)} test questions share their final-hop fact with training"
+    # stronger: a test question's answer-bearing article is read by no training question at any hop
+    train_articles = {title for t in train for title in t.supporting_titles}
+    assert not {t.supporting_titles[-1] for t in test} & train_articles
+    for kind in ("single", "bridge", "comparison"):
+        n_train, n_test = (sum(t.kind == kind for t in s) for s in (train, test))
+        assert n_test >= 80 and 0.1 < n_test / (n_train + n_test) < 0.3, (kind, n_train, n_test)
+    assert world.to_json() == generate_world.__wrapped__(0).to_json()
+
+
+def test_loaders_of_data_package():
     world = generate_world(0)
-    train_subjects = {s for t in world.split("train") for s in t.meta["subjects"]}
-    test_subjects = {s for t in world.split("test") for s in t.meta["subjects"]}
-    assert not train_subjects & test_subjects
     assert load_tasks("world", "test", 0) == world.split("test")
+    assert load_tasks("world", "all", 0) == list(world.tasks)
     assert load_corpus("world", 0) == list(world.documents)
+    with pytest.raises(ValueError, match=r"no 'dev' split.*'test', 'train'"):
+        load_tasks("world", "dev", 0)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

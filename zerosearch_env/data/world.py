@@ -15,9 +15,14 @@ Questions come in three kinds:
 - "comparison": two entities compared on a year ("Which was founded earlier, A or B?"); the
   answer is one of the two names.
 
-The split is by question subject: about 20% of the entities are "test" subjects and every
-question about them is in the test split, so a fact asked at test time is never asked, with that
-subject, during training. Same seed, same world, byte for byte (`World.to_json`).
+The split holds out articles, so that no test answer is a fact the agent was trained to retrieve:
+about 20% of the articles (drawn from the seed) are held out. A question is "test" when the article
+holding its answer (its final hop) is held out, "train" when none of its articles is, and is not
+asked at all when only an earlier hop's article is held out (about 16% of the bridge questions).
+So no training question reads a held-out article at any hop, and no test question's final-hop fact
+(article, answer) is retrieved in training; a test bridge question may pass through a training
+article on its way to the held-out one (it still has to find the held-out fact). A comparison uses
+two train or two held-out articles. Same seed, same world, byte for byte (`World.to_json`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from zerosearch_env.data.task import Task
+from zerosearch_env.data.task import Task, select_split
 from zerosearch_env.search.base import Document
 
 __all__ = ["Entity", "Relation", "World", "generate_world", "ENTITY_TYPES", "TEMPLATES"]
@@ -164,8 +169,8 @@ class World:
         return self._by_id[entity_id]
 
     def split(self, name: str) -> list[Task]:
-        """Tasks of one split ("train", "test" or "all")."""
-        return list(self.tasks) if name == "all" else [t for t in self.tasks if t.split == name]
+        """Tasks of one split ("train", "test" or "all"); another name raises a ValueError."""
+        return select_split(self.tasks, name, f"world {self.seed}")
 
     def to_json(self) -> str:
         """A canonical, byte-stable serialisation of the whole world."""
@@ -386,20 +391,27 @@ def generate_world(seed: int = 0) -> World:
         )
     documents = tuple(Document(e.id, e.name, texts[e.id]) for e in entities)
 
-    # --- split by subject entity
-    test_subjects = {e.id for e in entities if rng.random() < _TEST_FRACTION}
+    # --- split by held-out article (see the module docstring)
+    test_articles = {e.id for e in entities if rng.random() < _TEST_FRACTION}
 
-    def split_of(*subjects: Entity) -> str:
-        return "test" if subjects[0].id in test_subjects else "train"
+    def split_of(support: tuple[Entity, ...]) -> str | None:
+        """"test" when the answer-bearing (last) article is held out, "train" when no article is,
+        None (the question is asked in neither split) when only an earlier hop's article is."""
+        if support[-1].id in test_articles:
+            return "test"
+        return None if any(e.id in test_articles for e in support) else "train"
 
     raw: list[tuple[str, str, tuple[str, ...], tuple[str, ...], str, tuple[str, ...]]] = []
 
     def ask(template: str, answer: Entity | int, support: tuple[Entity, ...], subjects: tuple[Entity, ...],
             **slots: str) -> None:
+        split = split_of(support)
+        if split is None:
+            return
         kind, wording = TEMPLATES[template]
         answers = (str(answer),) if isinstance(answer, int) else answer.aliases
         raw.append((template, wording.format(**slots), answers, tuple(e.name for e in support),
-                    split_of(*subjects), tuple(e.id for e in subjects)))
+                    split, tuple(e.id for e in subjects)))
 
     for p, city, born in people:
         emp = employer[p.id]
@@ -430,10 +442,10 @@ def generate_world(seed: int = 0) -> World:
     for country in countries:
         ask("country_capital", capitals[country.id], (country,), (country,), n=country.name)
 
-    # comparisons: pairs drawn within one split, distinct years; the answer is the earlier one
+    # comparisons: pairs of two train or two held-out articles, distinct years; the answer is the earlier one
     def compare(template: str, items: list[tuple[Entity, int]]) -> None:
-        for group in ("train", "test"):
-            pool = [x for x in items if split_of(x[0]) == group]
+        for held_out in (False, True):
+            pool = [x for x in items if (x[0].id in test_articles) == held_out]
             want = round(_COMPARISONS_PER_TYPE * len(pool) / max(1, len(items)))
             seen: set[tuple[str, str]] = set()
             for _ in range(want * 20):
