@@ -100,6 +100,9 @@ class TrainConfig(BaseModel):
         "env.calibration), collapse monitors; all off but the monitors"))
     checkpoint_every: int = Field(2, ge=1, description="GRPO steps between checkpoints (also after warm-up and at the end)")
     eval_tasks: int = Field(0, ge=0, description="held-out questions evaluated at the end of training (0: none)")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description=(
+        "trackers that get every metrics.jsonl row as it is written (agents/reporting.py), on both trainers: "
+        "tensorboard (events in <run>/tensorboard) and/or wandb (mode from WANDB_MODE); none by default"))
 
     def env_config(self) -> EnvConfig:
         """The training env config, with the simulator's options and curriculum filled in."""

@@ -8,7 +8,8 @@ CleanRL-style and linear on purpose:
    samples are rolled out against the simulator (`vec_env.set_training_step(step)` moves the
    noise curriculum), rewards -> group advantages -> one `grpo_update` (or TRL's GRPOTrainer with
    `grpo.trainer: trl`);
-4. every step appends one row to `metrics.jsonl`; `curves.png` is redrawn at each checkpoint;
+4. every step appends one row to `metrics.jsonl` (and the `report_to` trackers: TensorBoard, W&B,
+   `agents.reporting`); `curves.png` is redrawn at each checkpoint;
    checkpoints (`checkpoint/`: model, tokenizer, optimizer, curriculum state, RNG states, data
    order position) are written after warm-up, every `checkpoint_every` GRPO steps and at the end.
    `resume=True` continues from `checkpoint/`: rows after it in `metrics.jsonl` are dropped and
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from agents.grpo import GRPOSettings, grpo_update
+from agents.reporting import MetricsLogger
 from agents.policy import Policy
 from agents.rollout import collect_rollouts, trajectory_metrics
 from agents.train_config import TrainConfig
@@ -300,10 +302,8 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
     tasks = list(tasks)
     curriculum = from_spec(dict(cfg.curriculum))
     rows = [r for r in read_metrics(metrics_path) if r.get("step", -1) < state["global_step"]] if resuming else []
-    with open(metrics_path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
     config_json = json.loads(cfg.model_dump_json())
+    logger = MetricsLogger(out, cfg.report_to, kept_rows=rows, config=config_json)  # metrics.jsonl + trackers
     opt_state = None
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # sampling draws on the model's device
     if resuming:
@@ -315,8 +315,7 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
 
     def log(row: dict) -> None:
         rows.append(row)
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        logger.log(row)
 
     signals = None  # agents.signals.SelfSignals of the GRPO phase (SPRM head, monitors), saved with checkpoints
 
@@ -451,6 +450,7 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
     plot_curves(rows, out / "curves.png")
     if not ckpt.exists():
         checkpoint(None)
+    logger.close()
     return TrainResult(out, rows, time.perf_counter() - t_start)
 
 
