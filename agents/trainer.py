@@ -22,6 +22,7 @@ import importlib
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -154,18 +155,38 @@ def _format_reward_fn(trajs):
 
 # ---------------------------------------------------------------------------------- checkpoints
 def _rng_state(generator: torch.Generator) -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "generator": generator.get_state()}
+    """Every RNG state as tensors and plain numbers (numpy's state is an ndarray, which only a full
+    unpickler reads), so `trainer.pt` loads with `torch.load(..., weights_only=True)`."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "torch": torch.get_rng_state(), "generator": generator.get_state()}
 
 
 def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
 
 
-def save_checkpoint(out: Path, model, tokenizer, optimizer, state: dict, curriculum, generator) -> Path:
+def load_trainer_state(path: Path) -> dict:
+    """`trainer.pt` (optimizer, LR scheduler, RNG states) read with `weights_only=True`: tensors and
+    plain containers only, never arbitrary pickled objects (a downloaded run folder could run code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} holds pickled Python objects that torch.load(weights_only=True) refuses (a "
+                         "trainer state written before this version, or not by zerosearch); it is not unpickled "
+                         "because that can run code. Start the run afresh without --resume.") from e
+
+
+def save_checkpoint(out: Path, model, tokenizer, optimizer, state: dict, curriculum, generator,
+                    lr_scheduler=None) -> Path:
     """Write `out/checkpoint` atomically (a temporary folder renamed into place)."""
     tmp = out / f".{CHECKPOINT}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -173,6 +194,7 @@ def save_checkpoint(out: Path, model, tokenizer, optimizer, state: dict, curricu
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     torch.save({"optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None,
                 "rng": _rng_state(generator)}, tmp / "trainer.pt")
     full = {**state, "curriculum": curriculum.state_dict() if curriculum is not None else None}
     (tmp / "trainer_state.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
@@ -307,7 +329,7 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
     opt_state = None
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # sampling draws on the model's device
     if resuming:
-        blob = torch.load(ckpt / "trainer.pt", weights_only=False)
+        blob = load_trainer_state(ckpt / "trainer.pt")
         opt_state = blob["optimizer"]
         _set_rng_state(blob["rng"], generator)
         if saved.get("curriculum"):
