@@ -51,3 +51,12 @@ def test_max_invalid_streak_caps_turns_of_a_model_that_never_acts(tmp_path):
         recs = run_episodes(agent, vec, tasks, progress=False)
         assert [r["turns"] for r in recs] == [turns] * 6 and all(r["truncated"] for r in recs)
     assert main(["eval", "--agent", "oracle", "--n", "2", "--max-invalid-streak", "0"]) == 2
+
+
+def test_missing_split_of_a_file_is_a_clear_cli_error(tmp_path, capsys):
+    data = tmp_path / "only_train.jsonl"
+    data.write_text(json.dumps({"id": "a", "question": "Who?", "golden_answers": ["X"], "split": "train"}) + "\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"env:\n  dataset: {data}\n  backend: bm25\n")
+    assert main(["eval", "--agent", "oracle", "--config", str(cfg), "--n", "1"]) == 2
+    assert "no 'test' split" in capsys.readouterr().err

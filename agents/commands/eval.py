@@ -114,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
     env = env_for(cfg, args.backend, args.noise, args.calibration)
     if args.max_invalid_streak is not None:
         env = env.updated(max_invalid_streak=args.max_invalid_streak)
-    tasks = load_tasks(env.dataset, split=args.split, world_seed=env.world_seed)
+    try:
+        tasks = load_tasks(env.dataset, split=args.split, world_seed=env.world_seed)
+    except (OSError, ValueError) as e:
+        print(f"zerosearch eval: {e}", file=sys.stderr)
+        return 2
     random.Random(args.seed).shuffle(tasks)
     if args.n > 0:
         tasks = tasks[: args.n]
