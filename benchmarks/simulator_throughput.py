@@ -128,10 +128,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         def __init__(self, inner: LLMEngine):
             self.inner, self.name, self.seconds, self.calls = inner, inner.name, 0.0, 0
 
-        def generate(self, conversations, params=None):
+        def generate(self, conversations, params=None, *, seeds=None):
             t0 = time.perf_counter()
             try:
-                return self.inner.generate(conversations, params)
+                return self.inner.generate(conversations, params, seeds=seeds)
             finally:
                 self.seconds += time.perf_counter() - t0
                 self.calls += 1

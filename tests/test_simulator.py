@@ -33,9 +33,9 @@ class CannedEngine(LLMEngine):
         self.reply = reply
         self.calls: list[tuple[list[str], SamplingParams]] = []
 
-    def generate(self, conversations, params=None):
+    def generate(self, conversations, params=None, *, seeds=None):
         prompts = [c[-1]["content"] for c in conversations]
-        self.calls.append((prompts, params))
+        self.calls.append((prompts, params, seeds))
         return [self.reply(p, params, len(self.calls) - 1) for p in prompts]
 
 
@@ -185,7 +185,7 @@ def test_gate_regenerates_failures_in_one_batched_call_with_a_new_seed():
     reqs += [SearchRequest("q-easy", answers=("Zed",), episode_id="b")]
     docs, infos = sim.search_with_info(reqs)
     assert len(eng.calls) == 2 and len(eng.calls[1][0]) == 3  # only the failing ones, together
-    assert eng.calls[1][1].seed != eng.calls[0][1].seed
+    assert eng.calls[1][2][0] != eng.calls[0][2][0]  # the retried request's seed changed
     assert [i["gate"] for i in infos] == ["pass"] * 4 and [i["attempts"] for i in infos] == [2, 2, 2, 1]
     s = sim.stats()
     assert s["regenerations"] == 3 and s["useful_first_pass"] == 1 and s["repairs"] == 0
@@ -235,7 +235,7 @@ def test_empty_output_useful_is_repaired_noisy_stays_empty():
 
 def test_bad_engine_and_bad_input_give_clear_errors():
     class Short(LLMEngine):
-        def generate(self, conversations, params=None):
+        def generate(self, conversations, params=None, *, seeds=None):
             return []
 
     with pytest.raises(RuntimeError, match="returned 0 texts for 1"):
@@ -319,7 +319,7 @@ def test_gate_repairs_the_garbage_of_a_tiny_random_model(tiny_model_dir):
     eng = TransformersEngine(tiny_model_dir, dtype="float32")
     calls = []
     generate = eng.generate
-    eng.generate = lambda convs, params=None: calls.append(len(convs)) or generate(convs, params)
+    eng.generate = lambda convs, params=None, seeds=None: calls.append(len(convs)) or generate(convs, params, seeds=seeds)
     sim = SimulatedSearch(eng, curriculum=Fixed(0.5), seed=3, max_regenerations=1,
                           sampling=SamplingParams(max_new_tokens=12, seed=0))
     reqs = _world_like_requests(6)

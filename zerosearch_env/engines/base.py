@@ -12,8 +12,8 @@ Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Sampling settings shared by every engine. `seed` makes a batch reproducible; engines derive
-    one seed per prompt from it (`seed + index`) so results do not depend on batch composition
-    where the engine allows that."""
+    one seed per prompt from it (`seed + index`) unless the caller passes its own per-prompt
+    `seeds` (the simulator seeds each request from its content, so its position does not matter)."""
 
     max_new_tokens: int = 256
     temperature: float = 0.7
@@ -29,12 +29,26 @@ class LLMEngine(ABC):
     name: str = "engine"
 
     @abstractmethod
-    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams | None = None) -> list[str]: ...
+    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams | None = None, *,
+                 seeds: Sequence[int] | None = None) -> list[str]:
+        """One completion per conversation, in order. `seeds` (one per conversation) replaces the
+        per-prompt seeds `params.seed + i`."""
 
-    async def agenerate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams | None = None) -> list[str]:
+    async def agenerate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams | None = None, *,
+                        seeds: Sequence[int] | None = None) -> list[str]:
         import asyncio
 
-        return await asyncio.to_thread(self.generate, conversations, params)
+        return await asyncio.to_thread(lambda: self.generate(conversations, params, seeds=seeds))
 
     def close(self) -> None:
         """Release resources."""
+
+
+def row_seeds(params: SamplingParams, n: int, seeds: Sequence[int] | None) -> list[int | None]:
+    """The seed of each of `n` prompts: `seeds` when given (exactly one per prompt), else
+    `params.seed + i` (None for every prompt when `params.seed` is None)."""
+    if seeds is not None:
+        if len(seeds) != n:
+            raise ValueError(f"got {len(seeds)} seeds for {n} conversations")
+        return [int(s) for s in seeds]
+    return [None if params.seed is None else params.seed + i for i in range(n)]

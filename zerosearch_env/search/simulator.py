@@ -18,6 +18,7 @@ front of the first document; noisy: the alias is redacted) or, with `repair=Fals
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import string
 import threading
@@ -53,6 +54,17 @@ def noise_uniform(seed: int, episode_id: str, search_index: int, query: str = ""
 def draw_mode(p_noisy: float, seed: int, episode_id: str, search_index: int, query: str = "") -> str:
     """"noisy" when the call's uniform draw falls below `p_noisy`, else "useful"."""
     return NOISY if noise_uniform(seed, episode_id, search_index, query) < p_noisy else USEFUL
+
+
+def request_seed(seed: int, sampling_seed: int, key_fields: tuple, attempt: int) -> int:
+    """The sampling seed of one request's generation round: 63 bits of blake2b over the simulator's
+    seed, the sampling seed, the request's `cache_key_fields` (what its documents are written from:
+    query, top_k, mode, question, gold answers) and the regeneration round. Not the episode, the
+    step or the position in the batch, so a request's documents do not depend on the batch it
+    shares and a cache's de-duplication changes nothing. Never uses Python's salted `hash()`."""
+    blob = json.dumps([int(seed), int(sampling_seed), list(key_fields), int(attempt)], ensure_ascii=False,
+                      separators=(",", ":"))
+    return int.from_bytes(hashlib.blake2b(blob.encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
 # --------------------------------------------------------------------------- prompts
@@ -548,12 +560,14 @@ class SimulatedSearch(SearchBackend):
         return SamplingParams(max_new_tokens=int(k * (self.words_per_doc * 1.6 + 16)), temperature=0.7, top_p=0.95, seed=0)
 
     def _generate(self, jobs: list[_Job], attempt: int, counts: dict) -> None:
-        """ONE engine call for all `jobs`; each retry round uses a new sampling seed."""
+        """ONE engine call for all `jobs`, each seeded by `request_seed` (a new seed per retry
+        round); unseeded (`sampling.seed` None) sampling stays unseeded."""
         params = self._params(max(j.k for j in jobs))
         if attempt:
-            base_seed = params.seed if params.seed is not None else 0
-            params = replace(params, seed=base_seed + 1_000_003 * attempt, temperature=max(params.temperature, 0.7))
-        texts = self.engine.generate([j.messages for j in jobs], params)
+            params = replace(params, temperature=max(params.temperature, 0.7))
+        seeds = None if params.seed is None else [
+            request_seed(self.seed, params.seed, self.cache_key_fields(j.request), attempt) for j in jobs]
+        texts = self.engine.generate([j.messages for j in jobs], params, seeds=seeds)
         counts["engine_calls"] += 1
         if len(texts) != len(jobs):
             raise RuntimeError(f"engine {getattr(self.engine, 'name', '?')} returned {len(texts)} texts for {len(jobs)} prompts")
