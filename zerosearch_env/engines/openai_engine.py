@@ -10,7 +10,8 @@ Results come back in request order, exactly one per conversation. The time budge
 request from the moment it gets a concurrency slot, so a call of N requests ends within about
 ceil(N / max_concurrency) budgets.
 
-Prompt `i` is sent with seed `params.seed + i` (as `TransformersEngine` derives them), and with
+Prompt `i` is sent with seed `params.seed + i` (as `TransformersEngine` derives them) or the caller's
+`seeds[i]`, and with
 the header `X-Request-Id: <call id>-<i>` so server logs can be matched to requests.
 """
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams
+from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams, row_seeds
 from zerosearch_env.engines.transformers_engine import cut_at_stop, validate_conversations
 
 _RETRY_STATUS = {408, 409, 425, 429}
@@ -221,7 +222,7 @@ class OpenAIEngine(LLMEngine):
 
     # -- batches ----------------------------------------------------------------------------------
     async def agenerate(self, conversations: Sequence[Sequence[Message]],
-                        params: SamplingParams | None = None) -> list[str]:
+                        params: SamplingParams | None = None, *, seeds: Sequence[int] | None = None) -> list[str]:
         """Generate one text per conversation, concurrently; results in request order."""
         import httpx
 
@@ -229,6 +230,7 @@ class OpenAIEngine(LLMEngine):
         convs = validate_conversations(conversations)
         if not convs:
             return []
+        prompt_seeds = row_seeds(params, len(convs), seeds)
         call_id = uuid.uuid4().hex[:12]
         self.stats["requests"] += len(convs)
         semaphore = asyncio.Semaphore(self.max_concurrency)
@@ -237,8 +239,7 @@ class OpenAIEngine(LLMEngine):
 
             async def run(i: int) -> str:
                 async with semaphore:
-                    seed = None if params.seed is None else params.seed + i
-                    return await self._one(client, convs[i], params, seed, f"{call_id}-{i}")
+                    return await self._one(client, convs[i], params, prompt_seeds[i], f"{call_id}-{i}")
 
             tasks = [asyncio.ensure_future(run(i)) for i in range(len(convs))]
             try:
@@ -252,18 +253,19 @@ class OpenAIEngine(LLMEngine):
             raise EngineError(f"{self.name}: got {len(results)} results for {len(convs)} conversations")
         return list(results)
 
-    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams | None = None) -> list[str]:
+    def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams | None = None, *,
+                 seeds: Sequence[int] | None = None) -> list[str]:
         """Blocking twin of `agenerate`; safe to call from inside a running event loop (it then runs
         on a private loop in a helper thread)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.agenerate(conversations, params))
+            return asyncio.run(self.agenerate(conversations, params, seeds=seeds))
         box: dict[str, Any] = {}
 
         def worker() -> None:
             try:
-                box["out"] = asyncio.run(self.agenerate(conversations, params))
+                box["out"] = asyncio.run(self.agenerate(conversations, params, seeds=seeds))
             except BaseException as exc:  # re-raised in the caller's thread
                 box["err"] = exc
 
