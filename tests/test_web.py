@@ -111,3 +111,31 @@ def test_from_config(fake_url, monkeypatch):
         make_backend(EnvConfig(backend="web", backend_options={"provider": "bing"}))
     with pytest.raises(ValueError, match="http://"):
         SerpAPIProvider(api_key="k", base_url="ftp://x")
+
+
+def test_api_key_never_reaches_a_log_line(fake_url, caplog):
+    """httpx logs each request URL at INFO and httpcore traces at DEBUG: with every logger of the
+    path captured at DEBUG, no record may carry the key, while the fake API still receives it."""
+    import logging
+
+    key = "sk-live-7f3a9c2e"
+    for name in ("httpx", "httpcore", "zerosearch_env"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    FakeSerpAPI.seen.clear()
+    good = SerpAPIProvider(api_key="test-key", base_url=fake_url, max_retries=1, backoff_s=0)
+    assert len(good.search_one("capital of Ostrand", 2)) == 2
+    assert FakeSerpAPI.seen[-1]["api_key"] == "test-key"  # the key did reach the API
+    FakeSerpAPI.flaky_left["n"] = 5
+    with pytest.raises(WebSearchError, match="HTTP 503"):
+        good.search_one("flaky", 2)
+    FakeSerpAPI.flaky_left["n"] = 0
+    bad = SerpAPIProvider(api_key=key, base_url=fake_url, max_retries=1, backoff_s=0)
+    with pytest.raises(WebSearchError, match="HTTP 401") as err:
+        WebSearch(bad).search([SearchRequest("x")])
+    assert FakeSerpAPI.seen[-1]["api_key"] == key
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("HTTP Request: GET" in m for m in messages)  # httpx did log the requests
+    assert not [m for m in messages if key in m or "test-key" in m]
+    assert key not in str(err.value)
+    good.close()
+    bad.close()

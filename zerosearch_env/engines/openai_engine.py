@@ -2,10 +2,10 @@
 
 Every conversation becomes one `/chat/completions` request. Requests run concurrently (at most
 `max_concurrency` in flight per call) and are spread over the base URLs by least-in-flight, with
-recently failing URLs avoided. A failed attempt (connection error, timeout, HTTP 5xx/408/429, or a
-reply that is not the expected JSON) is retried on another URL when there is one, after an
-exponential backoff with jitter, at most `max_retries` times and never past the request's total
-time budget; then the whole call fails with an `EngineError` naming the URL(s) and the cause.
+recently failing URLs avoided. A failed attempt (connection error, timeout, HTTP 5xx/408/409/425/429,
+or a reply that is not the expected JSON) is retried on another URL when there is one, after an
+exponential backoff with jitter (`zerosearch_env.retry`), at most `max_retries` times and never past
+the request's total time budget; then the whole call fails with an `EngineError` naming the URL(s) and the cause.
 Results come back in request order, exactly one per conversation. The time budget holds per
 request from the moment it gets a concurrency slot, so a call of N requests ends within about
 ceil(N / max_concurrency) budgets.
@@ -18,7 +18,6 @@ the header `X-Request-Id: <call id>-<i>` so server logs can be matched to reques
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 import uuid
@@ -28,18 +27,12 @@ from urllib.parse import urlsplit
 
 from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams, row_seeds
 from zerosearch_env.engines.transformers_engine import cut_at_stop, validate_conversations
-
-_RETRY_STATUS = {408, 409, 425, 429}
+from zerosearch_env.retry import (Backoff, RetriesExhausted, TransientError, acall_with_retries, check_status,
+                                  http_errors_are_transient)
 
 
 class EngineError(RuntimeError):
     """An engine call failed for good; the message names the URL(s) and the cause."""
-
-
-class _Retryable(Exception):
-    def __init__(self, url: str, cause: str):
-        super().__init__(f"{url}: {cause}")
-        self.url, self.cause = url, cause
 
 
 def normalize_base_url(url: str) -> str:
@@ -98,6 +91,8 @@ class OpenAIEngine(LLMEngine):
         self.backoff_max_s = float(backoff_max_s)
         waits = sum(min(self.backoff_max_s, self.backoff_base_s * 2**k) * 1.5 for k in range(self.max_retries))
         self.total_timeout_s = float(total_timeout_s) if total_timeout_s else (self.max_retries + 1) * self.timeout_s + waits
+        self._backoff = Backoff(max_retries=self.max_retries, base_s=self.backoff_base_s, max_s=self.backoff_max_s,
+                                jitter=0.5, total_s=self.total_timeout_s)
         self.include_stop_str = include_stop_str
         self.extra_body = dict(extra_body or {})
         self.name = name or f"openai:{model}"
@@ -150,16 +145,16 @@ class OpenAIEngine(LLMEngine):
         try:
             data = response.json()
         except ValueError:
-            raise _Retryable(url, f"malformed JSON reply ({response.text[:80]!r})") from None
+            raise TransientError(f"malformed JSON reply ({response.text[:80]!r})", url) from None
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise _Retryable(url, f"reply without choices[0].message.content ({str(data)[:80]!r})") from None
+            raise TransientError(f"reply without choices[0].message.content ({str(data)[:80]!r})", url) from None
         if text is None:
             text = ""
         if not isinstance(text, str):
-            raise _Retryable(url, f"reply content is {type(text).__name__}, not text")
+            raise TransientError(f"reply content is {type(text).__name__}, not text", url)
         stop_reason = choice.get("stop_reason") if isinstance(choice, dict) else None
         if params.stop and isinstance(stop_reason, str) and stop_reason in params.stop \
                 and not any(s and s in text for s in params.stop):
@@ -168,57 +163,46 @@ class OpenAIEngine(LLMEngine):
 
     async def _one(self, client: Any, messages: list[dict], params: SamplingParams, seed: int | None,
                    request_id: str) -> str:
-        import httpx
-
-        deadline = time.monotonic() + self.total_timeout_s
+        start = time.monotonic()
         body = self._body(messages, params, seed)
         headers = {"X-Request-Id": request_id}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        tried: set[str] = set()
-        errors: list[str] = []
-        for attempt in range(self.max_retries + 1):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
+        tried: set[str] = set()  # URLs that failed this request (cleared once every URL has)
+
+        async def attempt() -> str:
+            timeout = max(0.001, min(self.timeout_s, self.total_timeout_s - (time.monotonic() - start)))
             state = self._acquire(tried)
             ok = False
             self.stats["attempts"] += 1
             try:
-                try:
-                    resp = await client.post(f"{state.url}/chat/completions", json=body, headers=headers,
-                                             timeout=min(self.timeout_s, left))
-                except httpx.TimeoutException as exc:
-                    raise _Retryable(state.url, f"timed out after {min(self.timeout_s, left):.1f}s ({type(exc).__name__})") from None
-                except httpx.TransportError as exc:
-                    raise _Retryable(state.url, f"connection error: {type(exc).__name__}: {exc}") from None
-                if resp.status_code >= 500 or resp.status_code in _RETRY_STATUS:
-                    raise _Retryable(state.url, f"HTTP {resp.status_code}: {resp.text[:120]!r}")
+                with http_errors_are_transient(state.url):
+                    resp = check_status(await client.post(f"{state.url}/chat/completions", json=body,
+                                                          headers=headers, timeout=timeout), state.url)
                 if resp.status_code >= 400:
-                    self._release(state, True)  # the server is fine; the request is not
-                    state = None  # type: ignore[assignment]
+                    ok = True  # the server is fine; the request is not
                     raise EngineError(f"{self.name}: request {request_id} rejected by {resp.request.url} with HTTP "
                                       f"{resp.status_code}: {resp.text[:300]}")
                 text = self._parse(state.url, resp, params)
                 ok = True
                 return text
-            except _Retryable as exc:
-                errors.append(str(exc))
-                tried.add(exc.url)
+            except TransientError:
+                tried.add(state.url)
                 if len(tried) == len(self.urls):
-                    tried.clear()  # every URL failed once: any may be tried again
+                    tried.clear()
+                raise
             finally:
-                if state is not None:
-                    self._release(state, ok)
-            if attempt < self.max_retries:
-                self.stats["retries"] += 1
-                wait = min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.5)
-                await asyncio.sleep(max(0.0, min(wait, deadline - time.monotonic())))
-        self.stats["failures"] += 1
-        if not errors:
-            errors.append(f"no attempt fit in the {self.total_timeout_s:.1f}s budget")
-        raise EngineError(f"{self.name}: request {request_id} failed after {len(errors)} attempt(s) within "
-                          f"{self.total_timeout_s:.1f}s; last error: {errors[-1]}; all: {errors}")
+                self._release(state, ok)
+
+        def on_retry(_error: Exception) -> None:
+            self.stats["retries"] += 1
+
+        try:
+            return await acall_with_retries(attempt, self._backoff, on_retry)
+        except RetriesExhausted as e:
+            self.stats["failures"] += 1
+            raise EngineError(f"{self.name}: request {request_id} {e} (budget {self.total_timeout_s:.1f}s); "
+                              f"all: {[str(x) for x in e.errors]}") from None
 
     # -- batches ----------------------------------------------------------------------------------
     async def agenerate(self, conversations: Sequence[Sequence[Message]],

@@ -3,9 +3,9 @@
 One backend call is one `POST {url}/retrieve` with
 `{"queries": [...], "topk": k, "return_scores": true}`; the server answers
 `{"result": [[{"document": {"id": ..., "contents": "\"Title\"\\ntext"}, "score": ...}, ...], ...]}`
-(items without the `document` wrapper are read too). Connection errors, timeouts and 5xx answers
-are retried with exponential backoff; 4xx answers and malformed bodies raise at once with the
-server's message.
+(items without the `document` wrapper are read too). Connection errors, timeouts and 5xx/429 answers
+are retried with exponential backoff (`zerosearch_env.retry`); other 4xx answers and malformed
+bodies raise at once with the server's message.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import httpx
 
 from zerosearch_env.data.loaders import parse_contents
+from zerosearch_env.retry import Backoff, RetriesExhausted, call_with_retries, check_status, http_errors_are_transient
 from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
 
 
@@ -46,7 +47,7 @@ class RetrieverClient(SearchBackend):
 
     `url` is the server's base URL or its full `/retrieve` URL. All requests of one `search` call
     go in ONE HTTP request with `topk` = the largest `top_k` asked; each list is then cut to its own
-    request's `top_k`. `max_retries` extra attempts follow a failure, waiting `backoff_s * 2**i`.
+    request's `top_k`. `max_retries` extra attempts follow a failure, waiting `min(8, backoff_s * 2**i)` s.
     """
 
     name = "retriever"
@@ -62,6 +63,7 @@ class RetrieverClient(SearchBackend):
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self._backoff = Backoff(max_retries=max_retries, base_s=backoff_s)
         self.return_scores = return_scores
         hdrs = dict(headers or {})
         if api_key:
@@ -112,31 +114,27 @@ class RetrieverClient(SearchBackend):
         return out
 
     def _post(self, body: dict) -> Any:
-        last: str = ""
+        def attempt() -> httpx.Response:
+            self.http_calls += 1
+            with http_errors_are_transient():
+                return check_status(self._client.post(self.url, json=body))
+
+        def on_retry(_error: Exception) -> None:
+            self.retries += 1
+
         start = time.perf_counter()
         try:
-            for attempt in range(self.max_retries + 1):
-                if attempt:
-                    self.retries += 1
-                    time.sleep(self.backoff_s * 2 ** (attempt - 1))
-                self.http_calls += 1
-                try:
-                    resp = self._client.post(self.url, json=body)
-                except httpx.TransportError as e:  # connection refused, timeout, reset
-                    last = f"{type(e).__name__}: {e}"
-                    continue
-                if resp.status_code >= 500 or resp.status_code == 429:
-                    last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                    continue
-                if resp.status_code >= 400:
-                    raise RetrieverError(f"{self.url} refused the request: HTTP {resp.status_code}: {resp.text[:300]}")
-                try:
-                    return resp.json()
-                except ValueError:
-                    raise RetrieverError(f"{self.url} answered non-JSON: {resp.text[:200]!r}") from None
-            raise RetrieverError(f"{self.url} failed after {self.max_retries + 1} attempts; last error: {last}")
+            resp = call_with_retries(attempt, self._backoff, on_retry)
+        except RetriesExhausted as e:
+            raise RetrieverError(f"{self.url} {e}") from None
         finally:
             self.seconds += time.perf_counter() - start
+        if resp.status_code >= 400:
+            raise RetrieverError(f"{self.url} refused the request: HTTP {resp.status_code}: {resp.text[:300]}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise RetrieverError(f"{self.url} answered non-JSON: {resp.text[:200]!r}") from None
 
     def stats(self) -> dict:
         return {"http_calls": self.http_calls, "retries": self.retries, "queries": self.queries,

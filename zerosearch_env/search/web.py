@@ -6,7 +6,12 @@ A `WebSearchProvider` turns ONE query into documents (web APIs take one query pe
 answered by `{"organic_results": [{"title", "snippet", "link"}, ...]}`). The key is read from an
 environment variable (default `SERPAPI_API_KEY`); the base URL is configurable, which is also how
 the tests point it at a local fake server. Add a provider by subclassing `WebSearchProvider` and
-registering it in `PROVIDERS`.
+registering it in `PROVIDERS`; send its key in a header where the API accepts one.
+
+Keeping the key out of logs: SerpApi accepts the key only as the `api_key` query parameter (it
+documents no header), and httpx logs every request URL at INFO. So the key is added to the URL by
+`QueryKeyTransport`, below httpx's logging: the request httpx logs, keeps as `response.request` and
+names in its errors is the URL without the key. Error messages are redacted as well.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Sequence
 
 import httpx
 
+from zerosearch_env.retry import Backoff, RetriesExhausted, call_with_retries, check_status, http_errors_are_transient
 from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
 
 
@@ -43,11 +49,34 @@ class WebSearchProvider(ABC):
         """Release connections."""
 
 
+class QueryKeyTransport(httpx.BaseTransport):
+    """Adds `param=key` to each request's URL on its way to the network, below httpx's request log.
+
+    For APIs that take the key only as a query parameter: the request the client logs and keeps
+    (`response.request`) carries the URL without it.
+    """
+
+    def __init__(self, param: str, key: str, inner: httpx.BaseTransport | None = None):
+        self.param = param
+        self._key = key
+        self._inner = inner or httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        keyed = httpx.Request(request.method, request.url.copy_add_param(self.param, self._key),
+                              headers=request.headers, stream=request.stream, extensions=request.extensions)
+        return self._inner.handle_request(keyed)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 class SerpAPIProvider(WebSearchProvider):
     """SerpAPI-style JSON API: results from `organic_results[].title/snippet/link`.
 
-    Retries connection errors, timeouts, 429 and 5xx with exponential backoff; other 4xx raise at
-    once with the API's error message. The API key never appears in error messages.
+    Retries connection errors, timeouts, 429 and 5xx with exponential backoff (`zerosearch_env.retry`);
+    other 4xx raise at once with the API's error message. The key is sent as the `api_key` query
+    parameter (SerpApi's only way) through `QueryKeyTransport`, so neither httpx's log lines nor
+    error messages carry it.
     """
 
     name = "serpapi"
@@ -69,36 +98,33 @@ class SerpAPIProvider(WebSearchProvider):
         self.engine = engine
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self._backoff = Backoff(max_retries=max_retries, base_s=backoff_s)
         self.extra_params = dict(extra_params or {})
-        self._client = httpx.Client(timeout=timeout_s)
+        self._client = httpx.Client(timeout=timeout_s, transport=QueryKeyTransport("api_key", key))
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***")
 
     def search_one(self, query: str, top_k: int) -> list[Document]:
-        params = {"q": query, "api_key": self._key, "engine": self.engine, "num": top_k, **self.extra_params}
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                resp = self._client.get(self.base_url, params=params)
-            except httpx.TransportError as e:
-                last = self._redact(f"{type(e).__name__}: {e}")
-                continue
-            if resp.status_code == 429 or resp.status_code >= 500:
-                last = f"HTTP {resp.status_code}: {self._redact(resp.text[:200])}"
-                continue
-            try:
-                data = resp.json()
-            except ValueError:
-                raise WebSearchError(f"{self.name}: non-JSON answer (HTTP {resp.status_code}): "
-                                     f"{self._redact(resp.text[:200])!r}") from None
-            if resp.status_code >= 400 or (isinstance(data, dict) and data.get("error") and not data.get("organic_results")):
-                msg = data.get("error") if isinstance(data, dict) else data
-                raise WebSearchError(f"{self.name}: HTTP {resp.status_code}: {self._redact(str(msg))[:300]}")
-            return self.parse(data, top_k)
-        raise WebSearchError(f"{self.name}: failed after {self.max_retries + 1} attempts; last error: {last}")
+        params = {"q": query, "engine": self.engine, "num": top_k, **self.extra_params}
+
+        def attempt() -> httpx.Response:
+            with http_errors_are_transient():
+                return check_status(self._client.get(self.base_url, params=params), redact=self._redact)
+
+        try:
+            resp = call_with_retries(attempt, self._backoff)
+        except RetriesExhausted as e:
+            raise WebSearchError(f"{self.name}: {self._redact(str(e))}") from None
+        try:
+            data = resp.json()
+        except ValueError:
+            raise WebSearchError(f"{self.name}: non-JSON answer (HTTP {resp.status_code}): "
+                                 f"{self._redact(resp.text[:200])!r}") from None
+        if resp.status_code >= 400 or (isinstance(data, dict) and data.get("error") and not data.get("organic_results")):
+            msg = data.get("error") if isinstance(data, dict) else data
+            raise WebSearchError(f"{self.name}: HTTP {resp.status_code}: {self._redact(str(msg))[:300]}")
+        return self.parse(data, top_k)
 
     def parse(self, data: dict, top_k: int) -> list[Document]:
         """`organic_results` -> documents (title, snippet as text, link as id)."""
