@@ -9,6 +9,7 @@ order; `summarize` turns records into the headline figures with a per-kind break
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
 from typing import Any, Sequence
@@ -18,7 +19,8 @@ import numpy as np
 from zerosearch_env.data.task import Task
 from zerosearch_env.rewards import format_reward, normalize_answer
 
-__all__ = ["run_episodes", "summarize", "info_at", "holds_answer", "paired_em_difference"]
+__all__ = ["run_episodes", "summarize", "info_at", "holds_answer", "paired_em_difference", "env_for", "sample_tasks",
+           "greedy_agent"]
 
 
 def _plain(value: Any) -> Any:
@@ -55,6 +57,38 @@ def holds_answer(text: str, answers: Sequence[str]) -> bool:
     """Does `text`, normalised, contain a normalised gold alias as a whole-word span?"""
     hay = " " + normalize_answer(text) + " "
     return any((n := normalize_answer(a)) and (" " + n + " ") in hay for a in answers)
+
+
+def env_for(cfg, backend: str, noise: float = 0.0, calibration: bool = False):
+    """A `TrainConfig`'s env with `backend` ("bm25", or "simulator" at a fixed noise probability,
+    with the config's simulator options) and, if asked, the calibration prompt."""
+    if backend == "simulator":
+        env = cfg.env.updated(backend="simulator", backend_options={**cfg.simulator, "curriculum": float(noise)})
+    else:
+        env = cfg.env.updated(backend="bm25", backend_options={})
+    return env.updated(calibration=True) if calibration else env
+
+
+def sample_tasks(env, split: str, n: int, seed: int) -> list[Task]:
+    """`n` questions (0: all) of the env's dataset `split`, in a seeded shuffle: the sample
+    `zerosearch eval --split S --n N --seed SEED` draws, also at the end of training (`eval_tasks`)."""
+    from zerosearch_env.data import load_tasks
+
+    tasks = load_tasks(env.dataset, split=split, world_seed=env.world_seed)
+    random.Random(seed).shuffle(tasks)
+    return tasks[:n] if n > 0 else tasks
+
+
+def greedy_agent(policy, env, seed: int = 0):
+    """A policy as it is evaluated: greedy decoding, plus the stated confidence in calibration mode."""
+    from agents.policy import PolicyAgent
+
+    agent = PolicyAgent(policy, greedy=True, seed=seed)
+    if env.calibration:  # generation stops at </answer>: the confidence is a short continuation
+        from agents.calibration import ConfidenceAgent
+
+        agent = ConfidenceAgent(agent)
+    return agent
 
 
 def _new_record(task: Task) -> dict:

@@ -44,7 +44,9 @@ class MetricsLogger:
             for r in kept_rows:
                 f.write(json.dumps(r) + "\n")
         first_step = max((int(r["step"]) + 1 for r in kept_rows if "step" in r), default=0)
-        self._tb = _tensorboard_writer(self.run_dir / TENSORBOARD_DIR, first_step) if "tensorboard" in report_to else None
+        self._tb = None
+        if "tensorboard" in report_to:
+            self._tb = _tensorboard_writer(self.run_dir / TENSORBOARD_DIR, first_step)
         self._wandb = _wandb_run(self.run_dir, config) if "wandb" in report_to else None
 
     def log(self, row: dict[str, Any]) -> None:

@@ -99,7 +99,11 @@ class TrainConfig(BaseModel):
         "self-supervised signals of our GRPO loop (agents/signals.py): SPRM, PCL, Brier reward (needs "
         "env.calibration), collapse monitors; all off but the monitors"))
     checkpoint_every: int = Field(2, ge=1, description="GRPO steps between checkpoints (also after warm-up and at the end)")
-    eval_tasks: int = Field(0, ge=0, description="held-out questions evaluated at the end of training (0: none)")
+    eval_tasks: int = Field(0, ge=0, description=(
+        "held-out (test split) questions the trained policy answers greedily at the end of training, reported in "
+        "<run>/eval_heldout.json and as a metrics row (0: none)"))
+    eval_backend: Literal["bm25", "simulator"] = Field("bm25", description=(
+        "the search backend of that evaluation (the simulator at noise 0)"))
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description=(
         "trackers that get every metrics.jsonl row as it is written (agents/reporting.py), on both trainers: "
         "tensorboard (events in <run>/tensorboard) and/or wandb (mode from WANDB_MODE); none by default"))

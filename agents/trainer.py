@@ -42,6 +42,7 @@ from agents.warmup import FrozenPrefix, build_oracle_dataset, warmup_epoch_order
 from zerosearch_env.data.task import Task
 
 CHECKPOINT = "checkpoint"
+HELDOUT_FILE = "eval_heldout.json"  # the end-of-training held-out evaluation (`eval_tasks`)
 
 
 # ---------------------------------------------------------------------------------- setup helpers
@@ -472,8 +473,37 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
     plot_curves(rows, out / "curves.png")
     if not ckpt.exists():
         checkpoint(None)
+    if cfg.eval_tasks > 0:
+        report = heldout_eval(cfg, model, tokenizer, autocast, progress)
+        (out / HELDOUT_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
+        log({"phase": "heldout_eval", "step": state["global_step"], "backend": cfg.eval_backend,
+             **{k: v for k, v in report["summary"].items() if isinstance(v, (int, float))}})
     logger.close()
     return TrainResult(out, rows, time.perf_counter() - t_start)
+
+
+def heldout_eval(cfg: TrainConfig, model, tokenizer, autocast, progress: bool) -> dict:
+    """`cfg.eval_tasks` test questions with `cfg.eval_backend` (the simulator at noise 0), the
+    policy decoding greedily: the questions, answers and report of `zerosearch eval --split test
+    --n N --seed <config seed> --records` on the saved checkpoint."""
+    from agents.evaluate import env_for, greedy_agent, run_episodes, sample_tasks, summarize
+    from zerosearch_env.vector_env import make_vec
+
+    env = env_for(cfg, cfg.eval_backend)
+    tasks = sample_tasks(env, "test", cfg.eval_tasks, cfg.seed)
+    vec = make_vec(min(32, len(tasks)), env, tasks=tasks)
+    model.eval()
+    policy = Policy(model, tokenizer, max_new_tokens=cfg.grpo.max_new_tokens, autocast_dtype=autocast)
+    t0 = time.perf_counter()
+    records = run_episodes(greedy_agent(policy, env, cfg.seed), vec, tasks, progress=progress, desc="held-out eval")
+    vec.close()
+    summary = summarize(records)
+    print(f"zerosearch train: held-out {cfg.eval_backend} EM {summary['em']:.3f} F1 {summary['f1']:.3f} "
+          f"on {len(tasks)} test questions")
+    noise = 0.0 if cfg.eval_backend == "simulator" else None
+    return {"agent": "trained policy", "backend": cfg.eval_backend, "noise": noise, "split": "test", "n": len(tasks),
+            "wall_s": round(time.perf_counter() - t0, 1), "summary": summary,
+            "env": json.loads(env.model_dump_json()), "records": records}
 
 
 def _fit_sprm_head(cfg: TrainConfig, head, policy, env_cfg, backend, shuffled: Sequence[Task], generator,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -54,16 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", action="store_true", help=(
         "ask for <confidence>q</confidence> after the answer; the report adds ECE (10 bins), Brier score "
         "and AUROC of confidence vs EM"))
-
-
-def env_for(cfg, backend: str, noise: float = 0.0, calibration: bool = False):
-    """The config's env with `backend` ("bm25", or "simulator" at a fixed noise probability, with
-    the config's simulator options) and, if asked, the calibration prompt."""
-    if backend == "simulator":
-        env = cfg.env.updated(backend="simulator", backend_options={**cfg.simulator, "curriculum": float(noise)})
-    else:
-        env = cfg.env.updated(backend="bm25", backend_options={})
-    return env.updated(calibration=True) if calibration else env
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from agents.trainer import set_torch_threads
 
     set_torch_threads(cfg.threads)
-    from agents.evaluate import run_episodes, summarize
+    from agents.evaluate import env_for, greedy_agent, run_episodes, sample_tasks, summarize
     from zerosearch_env.data import load_tasks
     from zerosearch_env.vector_env import make_vec
 
@@ -115,13 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_invalid_streak is not None:
         env = env.updated(max_invalid_streak=args.max_invalid_streak)
     try:
-        tasks = load_tasks(env.dataset, split=args.split, world_seed=env.world_seed)
+        tasks = sample_tasks(env, args.split, args.n, args.seed)
     except (OSError, ValueError) as e:
         print(f"zerosearch eval: {e}", file=sys.stderr)
         return 2
-    random.Random(args.seed).shuffle(tasks)
-    if args.n > 0:
-        tasks = tasks[: args.n]
     vec = make_vec(min(args.num_envs, len(tasks)), env, tasks=tasks)
 
     if args.agent:
@@ -132,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                  "random": lambda: RandomAgent(seed=args.seed)}[args.agent]()
         who = args.agent
     else:
-        from agents.policy import Policy, PolicyAgent
+        from agents.policy import Policy
         from agents.trainer import load_policy_model, resolve_autocast
 
         path = model_dir if model_dir is not None else (args.base_model or cfg.model)
@@ -140,11 +126,7 @@ def run(args: argparse.Namespace) -> int:
         model.eval()
         autocast = resolve_autocast(cfg.precision, next(model.parameters()).device)
         policy = Policy(model, tok, max_new_tokens=args.max_new_tokens or cfg.grpo.max_new_tokens, autocast_dtype=autocast)
-        agent = PolicyAgent(policy, greedy=True, seed=args.seed)
-        if env.calibration:  # generation stops at </answer>: the confidence is a short continuation
-            from agents.calibration import ConfidenceAgent
-
-            agent = ConfidenceAgent(agent)
+        agent = greedy_agent(policy, env, args.seed)
         who = f"policy:{path or 'default'}"
     t0 = time.perf_counter()
     records = run_episodes(agent, vec, tasks, progress=not args.no_progress)

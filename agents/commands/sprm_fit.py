@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = TrainConfig.load(args.config) if args.config else preset("tiny")
         from agents.commands.compare import find_checkpoint
-        from agents.commands.eval import env_for
+        from agents.evaluate import env_for
 
         model_dir = find_checkpoint(args.checkpoint)
     except (OSError, ValueError) as e:

@@ -6,7 +6,8 @@
 
 Writes into --output: metrics.jsonl (one row per training step), curves.png, checkpoint/
 (model, tokenizer, optimizer, curriculum state, RNG states, data-order position) and
-train_summary.json (wall time, peak memory).
+train_summary.json (wall time, peak memory) and, with `eval_tasks` > 0, eval_heldout.json (the
+trained policy on that many test questions, greedy, BM25 by default: `eval_backend`).
 """
 
 from __future__ import annotations
@@ -69,4 +70,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     print(f"trained in {wall:.0f} s, peak memory {peak_gb:.2f} GB")
     print(f"metrics: {out / 'metrics.jsonl'}\ncurves:  {out / 'curves.png'}\nmodel:   {out / 'checkpoint'}")
+    if cfg.eval_tasks > 0:
+        from agents.trainer import HELDOUT_FILE
+
+        print(f"held-out evaluation: {out / HELDOUT_FILE}")
     return 0
