@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 
 from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams, row_seeds
+from zerosearch_env.engines.identity import source_identity, weights_identity
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -122,7 +123,9 @@ class TransformersEngine(LLMEngine):
         model_obj / tokenizer_obj: already-loaded model and tokenizer to share (e.g. the frozen
             policy weights); they are used as they are (not moved or cast), and the model is put in
             eval mode only for the duration of a call.
-        name: identity for caches; default "transformers:<model folder name or id>".
+        name: identity for caches; default "transformers:<resolved folder>@<fingerprint>:<dtype>"
+            for a folder or hub id, "transformers:memory@<weights hash>:<dtype>" for `model_obj`
+            (`zerosearch_env.engines.identity`).
     """
 
     def __init__(self, model: str | Path | None = None, *, device: str = "cpu", dtype: str | torch.dtype = "auto",
@@ -161,7 +164,11 @@ class TransformersEngine(LLMEngine):
             self.pad_token_id = self.tokenizer.eos_token_id
         if self.pad_token_id is None:
             raise ValueError("tokenizer has neither a pad nor an eos token")
-        self.name = name or f"transformers:{Path(source).name or source}"
+        if name is None:
+            weights = weights_identity(self.model) if model_obj is not None else source_identity(source)
+            dtype_name = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+            name = f"transformers:{weights}:{dtype_name}"
+        self.name = name
 
     # -- prompt rendering -------------------------------------------------------------------------
     def render(self, conversation: Sequence[Message]) -> str:

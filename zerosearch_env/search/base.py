@@ -71,6 +71,12 @@ class SearchBackend(ABC):
         answer depends on more than the query (the simulator's mode draw) override this."""
         return (request.query, request.top_k)
 
+    def call_info(self, request: SearchRequest) -> dict:
+        """The part of `search_with_info`'s info that belongs to this call rather than to its
+        documents (the simulator's mode and noise probability at the call's step). A cache reports
+        it afresh for every request, also on a hit."""
+        return {}
+
     def stats(self) -> dict:
         """Counters the env copies into `info` and trainers log (JSON-serialisable)."""
         return {}

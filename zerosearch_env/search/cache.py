@@ -59,8 +59,9 @@ class CachedSearch(SearchBackend):
     `path` is a sqlite file when it ends in .sqlite/.sqlite3/.db, else a folder (created) that
     holds `search_cache.sqlite`. The misses of one call go to the inner backend in ONE batched call
     (identical misses are sent once). `search_with_info` passes the inner info through (stored with
-    the entry) and adds `"cache": "hit" | "miss"`; `stats()` adds hit and miss counters to the
-    inner backend's.
+    the entry), overlaid with the inner backend's `call_info` for each request (so a hit reports
+    this call's noise probability, not the stored call's), and adds `"cache": "hit" | "miss"`;
+    `stats()` adds hit and miss counters to the inner backend's.
     """
 
     def __init__(self, backend: SearchBackend, path: str | os.PathLike, timeout_s: float = 60.0):
@@ -162,14 +163,11 @@ class CachedSearch(SearchBackend):
             fresh = {}
         results, out_infos = [], []
         hits = 0
-        for k in keys:
-            if k in found:
-                d, i = found[k]
-                hits += 1
-                out_infos.append({**i, "cache": "hit"})
-            else:
-                d, i = fresh[k]
-                out_infos.append({**i, "cache": "miss"})
+        for k, r in zip(keys, requests):
+            hit = k in found
+            d, i = found[k] if hit else fresh[k]
+            hits += hit
+            out_infos.append({**i, **self.backend.call_info(r), "cache": "hit" if hit else "miss"})
             results.append(list(d))
         with self._lock:
             self.hits += hits
@@ -181,6 +179,9 @@ class CachedSearch(SearchBackend):
 
     def cache_key_fields(self, request: SearchRequest) -> tuple:
         return self.backend.cache_key_fields(request)
+
+    def call_info(self, request: SearchRequest) -> dict:
+        return self.backend.call_info(request)
 
     def stats(self) -> dict:
         with self._lock:

@@ -479,6 +479,10 @@ class SimulatedSearch(SearchBackend):
         p = self.p_noisy(request.step)
         return draw_mode(p, self.seed, request.episode_id, request.search_index, request.query), p
 
+    def call_info(self, request: SearchRequest) -> dict:
+        mode, p = self.mode_of(request)
+        return {"mode": mode, "p_noisy": p}
+
     def cache_key_fields(self, request: SearchRequest) -> tuple:
         """What a cache must key on: the episode and index matter only through the mode draw."""
         mode, _ = self.mode_of(request)
