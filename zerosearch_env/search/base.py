@@ -29,6 +29,8 @@ class SearchRequest:
     simulator uses them to write useful (grounded) or noisy documents. `episode_id` and
     `search_index` identify the call for reproducible per-call randomness (the simulator's
     useful/noisy draw); `step` is the training step the call belongs to, when known.
+    `supporting_titles` are the task's answer-supporting article titles in hop order, where known
+    (the simulator's hop-aware answer hint, `knowledge.AnswerHintKnowledge`, reads them).
     """
 
     query: str
@@ -39,6 +41,7 @@ class SearchRequest:
     search_index: int = 0
     step: int | None = None
     extra: dict | None = field(default=None, compare=False)
+    supporting_titles: tuple[str, ...] = ()
 
 
 class SearchBackend(ABC):
