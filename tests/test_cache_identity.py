@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from curricula import ConstantCurriculum
 from tests.conftest import build_tiny_llama
 from zerosearch_env.engines import LLMEngine, SamplingParams, TransformersEngine
 from zerosearch_env.search import SearchRequest
@@ -20,16 +21,8 @@ REQUEST = SearchRequest("birthplace of person 0", top_k=2, question="Where was p
 SAMPLING = SamplingParams(max_new_tokens=8, temperature=1.0, top_p=1.0, seed=0)
 
 
-class Fixed:
-    def __init__(self, p: float):
-        self.p = p
-
-    def probability(self, step: int) -> float:
-        return self.p
-
-
 def _cached(engine: LLMEngine, db: Path, curriculum=None) -> CachedSearch:
-    sim = SimulatedSearch(engine, curriculum=curriculum or Fixed(0.0), gate=False, words_per_doc=4, sampling=SAMPLING)
+    sim = SimulatedSearch(engine, curriculum=curriculum or ConstantCurriculum(0.0), gate=False, words_per_doc=4, sampling=SAMPLING)
     return CachedSearch(sim, db)
 
 

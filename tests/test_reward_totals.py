@@ -52,8 +52,7 @@ def test_format_reward_still_rejects_malformed_turns_with_a_post_answer_segment(
 
 # ----------------------------------------------------------------------------- Brier total
 def _answered(reward: float, em: float, f1: float, q: float | None) -> Trajectory:
-    t = _traj(ANSWER, reward=reward, info={"answered": True, "em": em, "f1": f1, "confidence": q})
-    return t
+    return _traj(ANSWER, reward=reward, info={"answered": True, "em": em, "f1": f1, "confidence": q})
 
 
 @pytest.mark.parametrize(

@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import torch
 
+from curricula import ConstantCurriculum
 from zerosearch_env.engines import LLMEngine, SamplingParams, TransformersEngine
 from zerosearch_env.engines.transformers_engine import SeededSampler
 from zerosearch_env.search import SearchRequest
 from zerosearch_env.search.cache import CachedSearch
 from zerosearch_env.search.simulator import SimulatedSearch, request_seed
-
-
-class Fixed:
-    def __init__(self, p: float):
-        self.p = p
-
-    def probability(self, step: int) -> float:
-        return self.p
 
 
 def _request(i: int, episode: str = "") -> SearchRequest:
@@ -27,7 +20,7 @@ def _request(i: int, episode: str = "") -> SearchRequest:
 
 def _simulator(tiny_model_dir) -> SimulatedSearch:
     engine = TransformersEngine(tiny_model_dir, dtype="float32", max_batch_size=4)
-    return SimulatedSearch(engine, curriculum=Fixed(0.0), seed=3, gate=False, words_per_doc=6,
+    return SimulatedSearch(engine, curriculum=ConstantCurriculum(0.0), seed=3, gate=False, words_per_doc=6,
                            sampling=SamplingParams(max_new_tokens=16, temperature=1.0, top_p=1.0, seed=0))
 
 
@@ -52,12 +45,12 @@ def test_cache_dedup_does_not_change_what_the_simulator_writes(tiny_model_dir, t
 
 
 def test_request_seed_is_a_stable_hash_of_what_the_cache_keys_on():
-    sim = SimulatedSearch(_NoEngine(), curriculum=Fixed(0.0), seed=3)
+    sim = SimulatedSearch(_NoEngine(), curriculum=ConstantCurriculum(0.0), seed=3)
     fields = sim.cache_key_fields(_request(0))
     assert fields == sim.cache_key_fields(_request(0, episode="elsewhere"))
     a = request_seed(3, 0, fields, attempt=0)
     assert a == STABLE_SEED  # the same in every process and Python version (blake2b, not hash())
-    noisy = SimulatedSearch(_NoEngine(), curriculum=Fixed(1.0), seed=3).cache_key_fields(_request(0))
+    noisy = SimulatedSearch(_NoEngine(), curriculum=ConstantCurriculum(1.0), seed=3).cache_key_fields(_request(0))
     other_k = SearchRequest("birthplace of person 0", top_k=3, question="Where was person 0 born?",
                             answers=("Velmora Quintesse",))
     others = {request_seed(4, 0, fields, 0), request_seed(3, 1, fields, 0), request_seed(3, 0, fields, 1),
