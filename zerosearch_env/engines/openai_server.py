@@ -1,8 +1,9 @@
 """A small OpenAI-compatible chat server for any `LLMEngine` (FastAPI), with micro-batching.
 
 Concurrent `/v1/chat/completions` requests are gathered for up to `batch_wait_s` (or until
-`max_batch_size` are waiting) and answered by one `engine.generate` call per group of identical
-sampling settings; each request keeps its own seed. Serving a `TransformersEngine` this way lets
+`max_batch_size` are waiting; `zerosearch_env.batching`) and answered by one `engine.generate` call
+per group of identical sampling settings; each request keeps its own seed. A body over
+`max_body_bytes` is refused with HTTP 413 before it is read whole. Serving a `TransformersEngine` this way lets
 many rollout workers share one copy of the simulator model:
 
     python -m zerosearch_env.engines.openai_server --model PATH --port 8000
@@ -14,12 +15,14 @@ Also `/health` and `/v1/models`. Needs the `server` extra (fastapi, uvicorn).
 import argparse
 import asyncio
 import inspect
+import json
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
+from zerosearch_env.batching import MicroBatcher
 from zerosearch_env.engines.base import LLMEngine, SamplingParams
+from zerosearch_env.http_body import BodyTooLarge, read_limited_body
 
 
 class RequestError(ValueError):
@@ -59,102 +62,61 @@ def parse_chat_request(body: Any) -> tuple[list[dict], SamplingParams, bool]:
         body.get("include_stop_str_in_output", False))
 
 
-@dataclass
-class _Pending:
-    messages: list[dict]
-    params: SamplingParams
-    future: asyncio.Future = field(repr=False)
+Chat = tuple[list[dict], SamplingParams]  # one request: (messages, sampling params)
 
 
-class MicroBatcher:
-    """Collects requests for a short window and runs them through the engine in batches."""
+def generate_batches(engine: LLMEngine):
+    """The micro-batch handler: one `engine.generate` call (in a worker thread) per group of requests
+    with the same sampling settings. An engine that takes per-row `seeds` gets each request's own seed
+    (a random one when it sent none), so a request's text does not depend on its neighbours; other
+    engines are also grouped by seed. A failing group's error goes to that group's requests alone."""
+    try:
+        per_row_seeds = "seeds" in inspect.signature(engine.generate).parameters
+    except (TypeError, ValueError):
+        per_row_seeds = False
 
-    def __init__(self, engine: LLMEngine, max_batch_size: int = 16, batch_wait_s: float = 0.01):
-        self.engine = engine
-        self.max_batch_size = max(1, int(max_batch_size))
-        self.batch_wait_s = max(0.0, float(batch_wait_s))
-        self.queue: asyncio.Queue[_Pending] | None = None
-        self.task: asyncio.Task | None = None
-        self.batches = 0
-        try:
-            self._per_row_seeds = "seeds" in inspect.signature(engine.generate).parameters
-        except (TypeError, ValueError):
-            self._per_row_seeds = False
+    async def run(batch: list[Chat]) -> list[str | Exception]:
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, p) in enumerate(batch):
+            key = (p.max_new_tokens, p.temperature, p.top_p, p.stop) + (() if per_row_seeds else (p.seed,))
+            groups.setdefault(key, []).append(i)
+        out: list[str | Exception] = [""] * len(batch)
+        for rows in groups.values():
+            convs, params = [batch[i][0] for i in rows], batch[rows[0]][1]
+            try:
+                if per_row_seeds:
+                    seeds = [batch[i][1].seed if batch[i][1].seed is not None else int(uuid.uuid4().int % 2**62)
+                             for i in rows]
+                    texts = await asyncio.to_thread(engine.generate, convs, params, seeds=seeds)
+                else:
+                    texts = await asyncio.to_thread(engine.generate, convs, params)
+            except Exception as exc:
+                texts = [exc] * len(rows)
+            for i, text in zip(rows, texts):
+                out[i] = text
+        return out
 
-    def start(self) -> None:
-        self.queue = asyncio.Queue()
-        self.task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-
-    async def submit(self, messages: list[dict], params: SamplingParams) -> str:
-        assert self.queue is not None, "MicroBatcher.start() was not called"
-        fut = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(messages, params, fut))
-        return await fut
-
-    async def _loop(self) -> None:
-        assert self.queue is not None
-        while True:
-            items = [await self.queue.get()]
-            deadline = time.monotonic() + self.batch_wait_s
-            while len(items) < self.max_batch_size:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    items.append(await asyncio.wait_for(self.queue.get(), timeout=left))
-                except asyncio.TimeoutError:
-                    break
-            groups: dict[tuple, list[_Pending]] = {}
-            for item in items:
-                p = item.params
-                key = (p.max_new_tokens, p.temperature, p.top_p, p.stop) + (() if self._per_row_seeds else (p.seed,))
-                groups.setdefault(key, []).append(item)
-            for group in groups.values():
-                await self._run(group)
-
-    async def _run(self, group: list[_Pending]) -> None:
-        live = [g for g in group if not g.future.done()]  # a cancelled client need not be served
-        if not live:
-            return
-        params = live[0].params
-        convs = [g.messages for g in live]
-        try:
-            if self._per_row_seeds:
-                seeds = [g.params.seed if g.params.seed is not None else int(uuid.uuid4().int % 2**62) for g in live]
-                texts = await asyncio.to_thread(self.engine.generate, convs, params, seeds=seeds)
-            else:
-                texts = await asyncio.to_thread(self.engine.generate, convs, params)
-            self.batches += 1
-        except Exception as exc:  # every waiting request gets the error
-            for g in live:
-                if not g.future.done():
-                    g.future.set_exception(exc)
-            return
-        for g, text in zip(live, texts):
-            if not g.future.done():
-                g.future.set_result(text)
+    return run
 
 
 def create_app(engine: LLMEngine, served_model_name: str = "default", max_batch_size: int = 16,
-               batch_wait_s: float = 0.01):
-    """A FastAPI app serving `engine` under the OpenAI chat-completions API."""
+               batch_wait_s: float = 0.01, max_body_bytes: int = 4 << 20):
+    """A FastAPI app serving `engine` under the OpenAI chat-completions API (`app.state.batcher.batches`
+    counts the batches handed to the engine)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    batcher = MicroBatcher(engine, max_batch_size, batch_wait_s)
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be >= 1")
+    batcher = MicroBatcher(generate_batches(engine), window_s=max(0.0, float(batch_wait_s)),
+                           max_batch=max(1, int(max_batch_size)))
 
     @asynccontextmanager
     async def lifespan(app):
-        batcher.start()
         yield
-        await batcher.stop()
+        await batcher.aclose()
 
     app = FastAPI(title="zerosearch engine server", lifespan=lifespan)
     app.state.batcher = batcher
@@ -174,7 +136,9 @@ def create_app(engine: LLMEngine, served_model_name: str = "default", max_batch_
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         try:
-            body = await request.json()
+            body = json.loads(await read_limited_body(request, max_body_bytes))
+        except BodyTooLarge as exc:
+            return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error"}}, 413)
         except ValueError:
             return JSONResponse({"error": {"message": "body is not JSON", "type": "invalid_request_error"}}, 400)
         try:
@@ -185,7 +149,7 @@ def create_app(engine: LLMEngine, served_model_name: str = "default", max_batch_
             return JSONResponse({"error": {"message": f"model {body.get('model')!r} is not served here; "
                                                       f"use {served_model_name!r}", "type": "invalid_request_error"}}, 404)
         try:
-            text = await batcher.submit(messages, params)
+            text = await batcher.submit((messages, params))
         except ValueError as exc:
             return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error"}}, 400)
         stop_reason = next((s for s in params.stop if s and text.endswith(s)), None)
@@ -215,13 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
+    parser.add_argument("--max-body-bytes", type=int, default=4 << 20, help="larger request bodies get HTTP 413")
     args = parser.parse_args(argv)
     import uvicorn
 
     from zerosearch_env.engines.transformers_engine import TransformersEngine
 
     engine = TransformersEngine(args.model, device=args.device, dtype=args.dtype, max_batch_size=args.max_batch_size)
-    app = create_app(engine, args.served_model_name, args.max_batch_size, args.batch_wait_ms / 1000)
+    app = create_app(engine, args.served_model_name, args.max_batch_size, args.batch_wait_ms / 1000,
+                     max_body_bytes=args.max_body_bytes)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
