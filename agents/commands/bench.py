@@ -4,6 +4,8 @@
     zerosearch bench grpo_step --tiny-random
 
 The script's last output line is a JSON object of its figures; it is printed again, pretty, at the end.
+The scripts live in the repository's `benchmarks/` folder, which the installed wheel does not ship:
+this command works from a source checkout only.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    scripts = sorted(p.stem for p in BENCH_DIR.glob("*.py")) if BENCH_DIR.is_dir() else []
+    if not BENCH_DIR.is_dir():
+        print(f"zerosearch bench: no benchmarks folder at {BENCH_DIR}: the benchmark scripts are not part of the "
+              "installed package, so this command works only from a source checkout "
+              "(git clone the zerosearch-env repository, pip install -e . there, and run it from that checkout)",
+              file=sys.stderr)
+        return 2
+    scripts = sorted(p.stem for p in BENCH_DIR.glob("*.py"))
     if args.list or not args.name:
         print("\n".join(scripts) if scripts else f"no benchmarks found in {BENCH_DIR}")
         return 0 if args.list or scripts else 2
