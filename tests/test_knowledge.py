@@ -42,12 +42,12 @@ def request(task, query: str, top_k: int = 3) -> SearchRequest:
 
 def sources_naming(wk: WorldKnowledge, name: str) -> set[str]:
     """Titles of the articles that state a fact about `name` (its own article included)."""
-    return {f.source for facts in wk._stated.values() for f in facts if name in (f.subject, f.object)}
+    return {f.source for d in wk.world.documents for f in wk.article_facts(d.title) if name in (f.subject, f.object)}
 
 
 def test_every_fact_is_stated_by_its_source_article(world, wk):
     texts = {d.title: d.text for d in world.documents}
-    facts = [f for facts in wk._stated.values() for f in facts]
+    facts = [f for d in world.documents for f in wk.article_facts(d.title)]
     assert len(facts) > len(world.relations)
     for f in facts:
         shown = f.sentence.split(" about ")[-1].split()[0] if f.relation == "population" else f.object

@@ -329,6 +329,10 @@ class WorldKnowledge:
         lacks), whatever the query."""
         return self._about[self._by_name[name]]
 
+    def article_facts(self, title: str) -> tuple[Fact, ...]:
+        """The facts the article titled `title` states (a KeyError for a title the world lacks)."""
+        return self._stated[self._by_name[title]]
+
     def _articles(self, linked: list[str], top_k: int) -> list[str]:
         """Entity ids of the articles a query linked to `linked` reaches, best first."""
         if not self.related:
