@@ -39,7 +39,10 @@ def test_format_reward_scores_the_turns_up_to_the_answer_not_the_post_answer_seg
     with_both = _traj(SEARCH, FEEDBACK, ANSWER, *CONFIDENCE, *PCL)
     # the segment the policy failed to close (cut at its token budget) has its own reward, not this one
     unclosed = _traj(SEARCH, FEEDBACK, ANSWER, ("<confidence>", False), ("very sure, I think it is", True))
-    assert _format_reward_fn([plain, with_conf, with_pcl, with_both, unclosed]) == [1.0] * 5
+    # SmolLM2's "><" token: the answering turn ends in the "<" that opens the segment, and
+    # append_segments adds only the rest of the tag ("confidence>")
+    merged = _traj(SEARCH, FEEDBACK, (ANSWER[0] + "<", True), ("confidence>", False), ("0.7</confidence>", True))
+    assert _format_reward_fn([plain, with_conf, with_pcl, with_both, unclosed, merged]) == [1.0] * 6
 
 
 def test_format_reward_still_rejects_malformed_turns_with_a_post_answer_segment():

@@ -97,6 +97,10 @@ _WELL_FORMED = re.compile(
 )
 
 
+_INLINE_CONFIDENCE = re.compile(r"\s*<confidence>[^<>]*</confidence>\s*$")
+_ANSWER_THEN_OPENER = re.compile(r"(</answer>\s*)<$")
+
+
 def format_reward(agent_turns: Sequence[str]) -> float:
     """1.0 when the agent's turns up to its answer are each one well-formed action (optional
     <think> then one tag) and one of them answers; 0.0 otherwise.
@@ -104,10 +108,11 @@ def format_reward(agent_turns: Sequence[str]) -> float:
     Takes the agent's own turns, never environment text. The episode ends at the answer, so
     whatever agent text follows the answering turn is a post-answer segment written in training
     (the confidence or PCL self-score, which have their own rewards) and is not scored here. An
-    answering turn may carry its `<confidence>` inline (evaluation in calibration mode).
+    answering turn may carry its `<confidence>` inline (evaluation in calibration mode), or end in
+    the "<" that opens that segment (a "><" token, as SmolLM2's vocabulary has).
     """
     for t in agent_turns:
-        t = re.sub(r"\s*<confidence>[^<>]*</confidence>\s*$", "", t)
+        t = _ANSWER_THEN_OPENER.sub(r"\1", _INLINE_CONFIDENCE.sub("", t))
         if not _WELL_FORMED.match(t):
             return 0.0
         if "<answer>" in t:
