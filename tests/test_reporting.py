@@ -64,6 +64,18 @@ def test_tensorboard_events_hold_every_metrics_row(tmp_path):
     _assert_same(got, _expected(rows))
 
 
+def test_trl_trainer_rows_reach_tensorboard_too(tmp_path):
+    out = tmp_path / "run"
+    cfg = _cfg(warmup={"enabled": False}, grpo={**_cfg().grpo.model_dump(), "trainer": "trl"})
+    _run(cfg, out)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r.get("trainer")) for r in rows] == [("grpo", "trl")] * 2
+    got = _tensorboard_scalars(out / "tensorboard")
+    assert {"grpo/loss", "grpo/noise_probability"} <= set(got)
+    _assert_same(got, _expected(rows))
+    assert not list((out / "trl").rglob("events.out.tfevents.*"))  # TRL's own report_to stays off: no second copy
+
+
 def test_a_resumed_run_replaces_the_events_of_the_steps_it_recomputes(tmp_path):
     """A run interrupted after logging a step but before checkpointing it: the resumed run logs that
     step again, and TensorBoard keeps only the new events (one point per step)."""
