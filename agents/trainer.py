@@ -342,8 +342,9 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
 
     signals = None  # agents.signals.SelfSignals of the GRPO phase (SPRM head, monitors), saved with checkpoints
 
-    def checkpoint(optimizer) -> None:
-        final = save_checkpoint(out, model, tokenizer, optimizer, {**state, "config": config_json}, curriculum, generator)
+    def checkpoint(optimizer, lr_scheduler=None) -> None:
+        final = save_checkpoint(out, model, tokenizer, optimizer, {**state, "config": config_json}, curriculum, generator,
+                                lr_scheduler=lr_scheduler)
         if signals is not None:
             signals.save(final)
         plot_curves(rows, out / "curves.png")
@@ -409,7 +410,8 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
         if g.trainer == "trl":
             if cfg.signals.sprm or cfg.signals.pcl or cfg.signals.brier:
                 raise ValueError("signals sprm/pcl/brier run in our GRPO loop only: set grpo.trainer: ours")
-            _train_trl(cfg, out, model, tokenizer, tasks, backend, curriculum, steps, state, log, autocast)
+            _train_trl(cfg, out, model, tokenizer, tasks, shuffled, backend, curriculum, steps, state, log, checkpoint,
+                       generator, autocast, resume=blob if state["grpo_step"] > 0 else None)
         else:
             n_envs = g.prompts_per_step * g.group_size
             vec = make_vec(n_envs, env_cfg, backend=backend, tasks=tasks)
@@ -540,40 +542,68 @@ def _fit_sprm_head(cfg: TrainConfig, head, policy, env_cfg, backend, shuffled: S
             "val_auroc": report["val_auroc"], "seconds": time.perf_counter() - t0}
 
 
-def _train_trl(cfg: TrainConfig, out: Path, model, tokenizer, tasks, backend, curriculum, steps: int, state: dict,
-               log, autocast) -> None:
-    """GRPO with `trl.GRPOTrainer` driving our rollouts (`grpo.trainer: trl`, the GPU path)."""
+# TRL's per-step figures kept in a metrics row (besides the rollout's own metrics and the gate counters)
+TRL_ROW_KEYS = ("loss", "grad_norm", "learning_rate", "entropy", "reward_std", "frac_reward_zero_std",
+                "clip_ratio/region_mean", "step_time")
+
+
+def _train_trl(cfg: TrainConfig, out: Path, model, tokenizer, tasks, order: Sequence[Task], backend, curriculum,
+               steps: int, state: dict, log, checkpoint, generator: torch.Generator, autocast,
+               resume: dict | None = None) -> None:
+    """GRPO with `trl.GRPOTrainer` driving our rollouts (`grpo.trainer: trl`, the GPU path).
+
+    TRL's global step is the GRPO step: the curriculum follows it, every step appends its metrics row
+    (through `log`) as it happens and updates the curriculum, and `checkpoint(optimizer, lr_scheduler)`
+    writes `checkpoint/` every `checkpoint_every` steps and at the last one. The questions come in the
+    run's own `order` from `state["data_pos"]` (as in our loop; TRL does not shuffle them), and rollouts
+    sample from `generator`, so both are part of the checkpoint. `resume` (the trainer.pt of a checkpoint
+    taken inside this phase) restores TRL's step, optimizer, LR schedule and RNG states."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from agents.trl_integration import CurriculumCallback, SearchRollout, env_reward
+    from agents.trl_integration import CurriculumCallback, SearchRollout, StepCallback, env_reward
 
     g = cfg.grpo
-    env_cfg = cfg.env_config()
-    rollout = SearchRollout(tasks, env_cfg, backend=backend, max_new_tokens=g.max_new_tokens,
-                            max_completion_tokens=g.max_completion_tokens, seed=cfg.seed)
-    cb = CurriculumCallback(rollout, curriculum=curriculum)
-    use_cpu = not torch.cuda.is_available()
+    start = state["grpo_step"]
+    rollout = SearchRollout(tasks, cfg.env_config(), backend=backend, max_new_tokens=g.max_new_tokens,
+                            max_completion_tokens=g.max_completion_tokens, generator=generator)
+    questions = [order[(state["data_pos"] + i) % len(order)] for i in range((steps - start) * g.prompts_per_step)]
     args = GRPOConfig(
-        output_dir=str(out / "trl"), use_cpu=use_cpu, per_device_train_batch_size=g.prompts_per_step * g.group_size,
-        num_generations=g.group_size, max_steps=steps - state["grpo_step"], learning_rate=g.learning_rate,
-        temperature=g.temperature, loss_type=g.loss_type, epsilon=g.epsilon_low, epsilon_high=g.epsilon_high,
-        scale_rewards=g.scale_rewards, max_grad_norm=g.max_grad_norm, bf16=autocast is torch.bfloat16,
-        logging_steps=1, report_to=[], save_strategy="no", seed=cfg.seed, beta=0.0,
+        output_dir=str(out / "trl"), use_cpu=not torch.cuda.is_available(),
+        per_device_train_batch_size=g.prompts_per_step * g.group_size, num_generations=g.group_size,
+        max_steps=steps, shuffle_dataset=False, learning_rate=g.learning_rate, temperature=g.temperature,
+        loss_type=g.loss_type, epsilon=g.epsilon_low, epsilon_high=g.epsilon_high, scale_rewards=g.scale_rewards,
+        max_grad_norm=g.max_grad_norm, bf16=autocast is torch.bfloat16, logging_steps=1, report_to=[],
+        save_strategy="no", seed=cfg.seed, beta=0.0,
     )
     trainer = GRPOTrainer(model=model, reward_funcs=[env_reward], args=args,
-                          train_dataset=Dataset.from_list(rollout.dataset_rows()), processing_class=tokenizer,
-                          rollout_func=rollout, callbacks=[cb])
-    trainer.train()
-    for h in cb.history:
-        if "loss" not in h:
-            continue
-        step = state["grpo_step"]
-        row = {"phase": "grpo", "step": state["global_step"], "grpo_step": step, "trainer": "trl",
-               "noise_probability": float(curriculum.probability(step))}
-        row.update({k.split("/", 1)[1]: v for k, v in h.items() if k.startswith("rollout/")})
-        row.update({k: v for k, v in h.items() if k.startswith("gate/") or k == "loss"})
+                          train_dataset=Dataset.from_list(rollout.dataset_rows(questions)), processing_class=tokenizer,
+                          rollout_func=rollout, callbacks=[CurriculumCallback(rollout, curriculum=curriculum)])
+
+    def restore(optimizer, lr_scheduler) -> None:
+        if resume.get("lr_scheduler") is None:
+            raise ValueError("the checkpoint's GRPO steps were not run with grpo.trainer: trl (no LR scheduler "
+                             "state); resume it with the trainer that wrote it")
+        optimizer.load_state_dict(resume["optimizer"])
+        lr_scheduler.load_state_dict(resume["lr_scheduler"])
+        _set_rng_state(resume["rng"], generator)
+
+    def after_step(step: int, logs: dict, optimizer, lr_scheduler) -> None:
+        row = {"phase": "grpo", "step": state["global_step"], "grpo_step": step - 1, "trainer": "trl",
+               "noise_probability": float(curriculum.probability(step - 1)), **rollout.last_metrics,
+               **{k: float(logs[k]) for k in TRL_ROW_KEYS if k in logs}}
+        for k, v in (rollout.backend.stats() or {}).items():
+            if isinstance(v, (int, float)):
+                row[f"gate/{k}"] = float(v)
         log(row)
-        state["grpo_step"] += 1
+        curriculum.update(rollout.last_em)  # moves an adaptive one
+        state["grpo_step"] = step
         state["global_step"] += 1
+        state["data_pos"] += g.prompts_per_step
+        if step % cfg.checkpoint_every == 0 or step == steps:
+            checkpoint(optimizer, lr_scheduler)
+
+    trainer.add_callback(StepCallback(trainer, after_step, start_step=start,
+                                      restore=restore if resume is not None else None))
+    trainer.train()

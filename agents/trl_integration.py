@@ -18,12 +18,13 @@ score only the agent's own answer: `answer_f1_reward` / `answer_em_reward` read 
 
 `CurriculumCallback` advances the curriculum with `state.global_step` and adds the noise
 probability, the backend's gate statistics, searches per episode, EM, F1 and the invalid-action
-rate to TRL's logs.
+rate to TRL's logs. `StepCallback` runs a trainer's per-step bookkeeping inside TRL's loop (the
+`grpo.trainer: trl` path's metrics rows, checkpoints, and a resume at TRL's step).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers import TrainerCallback
@@ -95,11 +96,13 @@ class SearchRollout:
     `tasks` are the training tasks; each prompt TRL passes (the `prompt` column, i.e.
     `build_prompt(task.question)`, repeated `num_generations` times in a row) is mapped back to its
     task. One vector env per batch size is kept and reused; `set_training_step(global_step)` is called
-    on it every batch. `last_metrics` holds the latest batch's metrics for `CurriculumCallback`.
+    on it every batch. `last_metrics` holds the latest batch's metrics for `CurriculumCallback`,
+    `last_em` its per-episode exact matches (what a trainer updates an adaptive curriculum with).
+    Sampling draws from `generator` (default: a CPU generator seeded with `seed`).
     """
 
     def __init__(self, tasks: Sequence[Task], env_config: EnvConfig, backend=None, max_new_tokens: int = 96,
-                 max_completion_tokens: int = 1024, seed: int = 0):
+                 max_completion_tokens: int = 1024, seed: int = 0, generator: torch.Generator | None = None):
         from zerosearch_env.prompts import build_prompt
 
         self.tasks = list(tasks)
@@ -108,17 +111,20 @@ class SearchRollout:
         self.backend = backend
         self.max_new_tokens = max_new_tokens
         self.max_completion_tokens = max_completion_tokens
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         self._envs: dict[int, Any] = {}
         self.last_metrics: dict[str, float] = {}
+        self.last_em: list[float] = []
         self.calls = 0
 
-    def dataset_rows(self) -> list[dict]:
-        """Rows for a `datasets.Dataset`: `prompt`, `answers`, `task_id`, `kind`."""
+    def dataset_rows(self, tasks: Sequence[Task] | None = None) -> list[dict]:
+        """Rows for a `datasets.Dataset` (`prompt`, `answers`, `task_id`, `kind`), one per task of
+        `tasks` in their order (default: the rollout's tasks)."""
         from zerosearch_env.prompts import build_prompt
 
         return [{"prompt": build_prompt(t.question, calibration=self.env_config.calibration),
-                 "answers": list(t.answers), "task_id": t.id, "kind": t.kind} for t in self.tasks]
+                 "answers": list(t.answers), "task_id": t.id, "kind": t.kind}
+                for t in (self.tasks if tasks is None else tasks)]
 
     def vec_env(self, n: int):
         if n not in self._envs:
@@ -152,6 +158,7 @@ class SearchRollout:
                                  max_completion_tokens=self.max_completion_tokens, salt="trl")
         self.calls += 1
         self.last_metrics = trajectory_metrics(trajs)
+        self.last_em = [float(t.info["em"]) for t in trajs]
         return {
             "prompt_ids": [t.prompt_ids for t in trajs],
             "completion_ids": [t.completion_ids for t in trajs],
@@ -196,7 +203,7 @@ class CurriculumCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None:
             return control
-        step = int(state.global_step)
+        step = max(0, int(state.global_step) - 1)  # the step these logs describe (TRL logs after counting it)
         if self.curriculum is not None:
             logs["noise_probability"] = float(self.curriculum.probability(step))
         backend = self._backend()
@@ -208,6 +215,50 @@ class CurriculumCallback(TrainerCallback):
             for k, v in self.rollout.last_metrics.items():
                 logs[f"rollout/{k}"] = float(v)
         self.history.append({"step": step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+        return control
+
+
+class StepCallback(TrainerCallback):
+    """Runs a trainer's own bookkeeping inside TRL's loop; `agents.trainer` keeps its `checkpoint/`,
+    `metrics.jsonl` and `--resume` on the `grpo.trainer: trl` path with it.
+
+    - After every optimizer step's log: `after_step(step, logs, optimizer, lr_scheduler)`, `step` being
+      TRL's global step (the steps done, this one included).
+    - `start_step > 0` (a resumed run): TRL's global step starts there (so the LR schedule, the
+      curriculum and the stopping point continue), and before the first step
+      `restore(optimizer, lr_scheduler)` loads the saved optimizer, scheduler and RNG states. (Before the
+      first step rather than at train begin: TRL reseeds and its data loader draws from the global RNG
+      in between, which the uninterrupted run did before its checkpoint.) TRL's own
+      `resume_from_checkpoint` is not used: it reads only the Trainer's checkpoint layout, whose
+      `trainer_state.json` collides with ours and which would hold a second copy of the weights.
+    """
+
+    def __init__(self, trainer, after_step: Callable[[int, dict, Any, Any], None], start_step: int = 0,
+                 restore: Callable[[Any, Any], None] | None = None):
+        if start_step > 0 and restore is None:
+            raise ValueError("a run that starts after step 0 needs the saved states: pass restore")
+        self.trainer = trainer
+        self.after_step = after_step
+        self.start_step = int(start_step)
+        self.restore = restore
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.start_step > 0:
+            state.global_step = self.start_step
+            # the Trainer's loss average and throughput count steps from these (set before this event)
+            self.trainer._globalstep_last_logged = self.start_step
+            self.trainer._initial_global_step = self.start_step
+        return control
+
+    def on_step_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        if self.restore is not None:
+            self.restore(optimizer, lr_scheduler)
+            self.restore = None
+        return control
+
+    def on_log(self, args, state, control, logs=None, optimizer=None, lr_scheduler=None, **kwargs):
+        if logs is not None and "loss" in logs:  # a step's log, not the end-of-training summary
+            self.after_step(int(state.global_step), logs, optimizer, lr_scheduler)
         return control
 
 
