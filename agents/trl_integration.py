@@ -24,6 +24,7 @@ rate to TRL's logs. `StepCallback` runs a trainer's per-step bookkeeping inside 
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Sequence
 
 import torch
@@ -263,30 +264,65 @@ class StepCallback(TrainerCallback):
 
 
 # ---------------------------------------------------------------------------------- environment_factory
+def _env_config(config: EnvConfig | dict | None) -> EnvConfig:
+    return config if isinstance(config, EnvConfig) else EnvConfig(**(config or {}))
+
+
 class SearchToolEnv:
     """An environment for TRL's `environment_factory` (native tool calling).
 
     TRL calls `reset(**row)` with the dataset row (it needs `question` or `prompt`, and `answers`),
     exposes the public methods `search` and `answer` as tools, and calls `get_reward()` once the
     rollout ends. The reward is the F1 (or EM, per the env config) of the text passed to `answer`:
-    documents returned by `search` never score. Instances pickle (the backend is rebuilt lazily).
+    documents returned by `search` never score. `search_infos` holds the backend's info for each of
+    the episode's searches (the simulator's mode and `p_noisy`).
+
+    All instances with the same config share one backend per process (`shared_backend`, built on
+    first use): TRL makes one env per rollout slot, and each must not load its own simulator model.
+    To move the simulator's noise with training, hand that backend to a `CurriculumCallback`, which
+    sets TRL's global step on it before every step::
+
+        trainer = GRPOTrainer(..., environment_factory=lambda: SearchToolEnv(env_config),
+                              callbacks=[CurriculumCallback(backend=SearchToolEnv.shared_backend(env_config))])
+
+    Instances pickle: they hold only their config and episode, and look the shared backend up.
     """
 
+    _shared: dict[str, Any] = {}  # EnvConfig JSON -> backend
+    _shared_lock = threading.Lock()
+
     def __init__(self, env_config: EnvConfig | dict | None = None):
-        if isinstance(env_config, dict) or env_config is None:
-            env_config = EnvConfig(**(env_config or {}))
-        self.env_config = env_config
-        self._backend = None
+        self.env_config = _env_config(env_config)
         self.question: str = ""
         self.answers: list[str] = []
         self.final_answer: str | None = None
         self.num_searches = 0
         self.episode_id = ""
+        self.search_infos: list[dict] = []
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_backend"] = None
-        return state
+    @classmethod
+    def shared_backend(cls, env_config: EnvConfig | dict | None = None):
+        """The one backend of every `SearchToolEnv` with this config in this process."""
+        from zerosearch_env.search import make_backend
+
+        config = _env_config(env_config)
+        key = config.model_dump_json()
+        with cls._shared_lock:
+            if key not in cls._shared:
+                cls._shared[key] = make_backend(config)
+            return cls._shared[key]
+
+    @classmethod
+    def release_shared_backends(cls) -> None:
+        """Close and forget every shared backend (the next search builds a new one)."""
+        with cls._shared_lock:
+            backends, cls._shared = list(cls._shared.values()), {}
+        for backend in backends:
+            backend.close()
+
+    @property
+    def backend(self):
+        return SearchToolEnv.shared_backend(self.env_config)
 
     def reset(self, **row: Any) -> str | None:
         """Start an episode for one dataset row."""
@@ -294,6 +330,7 @@ class SearchToolEnv:
         self.answers = _golds(row.get("answers"))
         self.final_answer = None
         self.num_searches = 0
+        self.search_infos = []
         self.episode_id = str(row.get("task_id", "")) + "#" + str(row.get("episode", 0))
         return None
 
@@ -306,17 +343,16 @@ class SearchToolEnv:
         Returns:
             The top documents as text.
         """
-        from zerosearch_env.search import SearchRequest, make_backend
+        from zerosearch_env.search import SearchRequest
 
         act = parse_action(f"<search>{query}</search>", max_query_chars=self.env_config.max_query_chars)
         if act.kind != "search":
             return f"Invalid search: {act.reason}."
-        if self._backend is None:
-            self._backend = make_backend(self.env_config)
         req = SearchRequest(query=act.content, top_k=self.env_config.top_k, question=self.question,
                             answers=tuple(self.answers), episode_id=self.episode_id, search_index=self.num_searches)
         self.num_searches += 1
-        (docs,), _ = self._backend.search_with_info([req])
+        (docs,), (info,) = self.backend.search_with_info([req])
+        self.search_infos.append(info)
         return render_documents(docs, self.env_config.max_doc_chars, self.env_config.max_obs_chars)
 
     def answer(self, text: str) -> str:

@@ -93,7 +93,7 @@ def test_environment_factory_env_pickles_and_scores_only_the_answer_tool():
     env = SearchToolEnv({"backend": "bm25", "top_k": 1, "max_doc_chars": 200})
     env.reset(question="Where was Alva Renn born?", answers=["Quorth"], task_id="t0")
     clone = pickle.loads(pickle.dumps(env))
-    assert clone.answers == ["Quorth"] and clone._backend is None
+    assert clone.answers == ["Quorth"] and clone.env_config == env.env_config
     assert env.get_reward() == 0.0
     env.answer("Lindra")
     assert env.get_reward() == 0.0

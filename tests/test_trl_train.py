@@ -93,3 +93,36 @@ def test_trl_run_checkpoints_trained_weights_and_resumes_at_its_step(tmp_path):
     final = json.loads((part / "checkpoint" / "trainer_state.json").read_text())
     assert final["grpo_step"] == 3 and final["global_step"] == n_warm + 3
     assert len((part / "metrics.jsonl").read_text().splitlines()) == len(full.rows)
+
+
+def test_environment_factory_envs_share_one_backend_that_follows_the_trainer_step(tmp_path):
+    """TRL's `environment_factory` makes one `SearchToolEnv` per rollout slot: they share one simulator
+    (one model), and `CurriculumCallback` on that backend moves every env's noise with TRL's step."""
+    import pickle
+    from types import SimpleNamespace
+
+    from agents.trl_integration import CurriculumCallback, SearchToolEnv
+
+    sim_dir = tmp_path / "sim"
+    tiny_model(seed=2).save_pretrained(sim_dir)
+    tiny_tokenizer().save_pretrained(sim_dir)
+    cfg = {"backend": "simulator", "top_k": 1, "max_doc_chars": 100,
+           "backend_options": {"engine": "transformers", "model": str(sim_dir), "max_new_tokens": 12,
+                               "max_regenerations": 0,
+                               "curriculum": {"type": "linear", "p_start": 0.0, "p_end": 1.0, "total_steps": 4}}}
+    envs = [SearchToolEnv(cfg), SearchToolEnv(cfg)]
+    try:
+        for i, env in enumerate(envs):
+            env.reset(question="Where was person Alva Renn born?", answers=["Quorth"], task_id=f"t{i}")
+            env.search("Alva Renn")
+        assert envs[0].backend is envs[1].backend
+        assert pickle.loads(pickle.dumps(envs[0])).backend is envs[0].backend  # no copy after pickling
+        assert [env.search_infos[-1]["p_noisy"] for env in envs] == [0.0, 0.0]
+
+        callback = CurriculumCallback(backend=SearchToolEnv.shared_backend(cfg))
+        callback.on_step_begin(None, SimpleNamespace(global_step=2), None)  # what TRL calls before step 2
+        for env in envs:
+            env.search("Alva Renn birthplace")
+        assert [env.search_infos[-1]["p_noisy"] for env in envs] == [0.5, 0.5]
+    finally:
+        SearchToolEnv.release_shared_backends()
