@@ -74,7 +74,8 @@ def _tensorboard_writer(log_dir: Path, first_step: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:
-        raise ImportError("report_to 'tensorboard' needs the tensorboard package: pip install tensorboard") from e
+        raise ImportError("report_to 'tensorboard' needs the tensorboard package: pip install tensorboard "
+                          "(or the zerosearch-env[trackers] extra)") from e
     # purge_step drops events at or after the resumed run's first step, written before an interruption
     return SummaryWriter(log_dir=str(log_dir), purge_step=first_step if first_step > 0 else None)
 
@@ -83,5 +84,6 @@ def _wandb_run(run_dir: Path, config: dict | None):
     try:
         import wandb
     except ImportError as e:
-        raise ImportError("report_to 'wandb' needs the wandb package: pip install wandb") from e
+        raise ImportError("report_to 'wandb' needs the wandb package: pip install wandb "
+                          "(or the zerosearch-env[trackers] extra)") from e
     return wandb.init(project="zerosearch", name=run_dir.name, dir=str(run_dir), config=config or {})
