@@ -40,7 +40,7 @@ def lookup_like(prompt: str, params, call: int) -> str:
 def canned_simulator_engine(monkeypatch):
     """The simulator is built by the trainer from the config, as in a real run; only its LLM is a
     canned stand-in (no model download)."""
-    import zerosearch_env.search.simulator as simulator
+    import zerosearch_env.search.simulator.backend as simulator
 
     monkeypatch.setattr(simulator, "make_engine", lambda kind, opts: CannedEngine(lookup_like))
 
