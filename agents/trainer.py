@@ -596,12 +596,14 @@ def _train_trl(cfg: TrainConfig, out: Path, model, tokenizer, tasks, order: Sequ
         for k, v in (rollout.backend.stats() or {}).items():
             if isinstance(v, (int, float)):
                 row[f"gate/{k}"] = float(v)
-        log(row)
+        writer = trainer.is_world_process_zero()  # under `accelerate launch`, one process writes the run
+        if writer:
+            log(row)
         curriculum.update(rollout.last_em)  # moves an adaptive one
         state["grpo_step"] = step
         state["global_step"] += 1
         state["data_pos"] += g.prompts_per_step
-        if step % cfg.checkpoint_every == 0 or step == steps:
+        if writer and (step % cfg.checkpoint_every == 0 or step == steps):
             checkpoint(optimizer, lr_scheduler)
 
     trainer.add_callback(StepCallback(trainer, after_step, start_step=start,
