@@ -154,8 +154,12 @@ def test_cli_sprm_fit_then_eval_with_both_heads(tmp_path):
     assert bo["sprm_head"] == str(head_file)
     own = str(out / "checkpoint" / "sprm_head.pt")
     other = bo["other_heads"][own]
-    assert set(other) == {"best_of_n_em", "sprm_auroc", "gain_over_best_of_1", "gain_se"}
+    assert set(other) == {"best_of_n_em", "sprm_auroc", "gain_over_best_of_1", "gain_se", "greedy_em",
+                          "gain_over_greedy", "gain_over_greedy_se"}
     assert 0.0 <= other["best_of_n_em"] <= bo["pass_at_n"]
+    greedy = json.loads(report.read_text())["summary"]["em"]  # the greedy episodes of the same 3 questions
+    assert other["greedy_em"] == pytest.approx(greedy) and bo["greedy_em"] == pytest.approx(greedy)
+    assert bo["gain_over_greedy"] == pytest.approx(bo["best_of_n_em"] - greedy)
     # per-sample records: both heads' scores of the same 6 samples, and they reproduce the figures
     samples = bo["samples"]
     assert len(samples) == 6 and all(set(r["scores"]) == {"", own} for r in samples)
