@@ -122,7 +122,8 @@ def test_frozen_prefix_cache_gives_the_full_pass_loss_and_gradients():
 def test_cli_train_and_eval_smoke(tmp_path):
     from agents.cli import main
 
-    path = write_cli_config(tmp_path, warmup={"num_tasks": 4, "batch_size": 4, "epochs": 1})
+    # 3 turns: the oracle needs two searches for a bridge question (its first 4 warm-up questions hold 2)
+    path = write_cli_config(tmp_path, env={"max_turns": 3}, warmup={"num_tasks": 4, "batch_size": 4, "epochs": 1})
     out = tmp_path / "run"
     assert main(["train", "--config", str(path), "--output", str(out), "--no-progress"]) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
