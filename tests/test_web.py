@@ -139,3 +139,15 @@ def test_api_key_never_reaches_a_log_line(fake_url, caplog):
     assert key not in str(err.value)
     good.close()
     bad.close()
+
+
+def test_environment_proxy_is_used(fake_url, monkeypatch):
+    # the fake API doubles as a forward proxy: it answers "GET http://host/path?query" request lines
+    for var in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", fake_url.rsplit("/", 1)[0])
+    FakeSerpAPI.seen.clear()
+    provider = SerpAPIProvider(api_key="test-key", base_url="http://serpapi.invalid/search.json", max_retries=0)
+    assert [d.title for d in provider.search_one("Velmora", 1)] == ["Velmora result 1"]
+    assert FakeSerpAPI.seen[-1]["api_key"] == "test-key"
+    provider.close()

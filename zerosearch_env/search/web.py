@@ -20,9 +20,11 @@ import hashlib
 import os
 import threading
 import time
+import urllib.request
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -70,13 +72,25 @@ class QueryKeyTransport(httpx.BaseTransport):
         self._inner.close()
 
 
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTP(S)_PROXY, honouring NO_PROXY), or None.
+
+    httpx reads these itself only when it builds its own transport; a client given a transport
+    (`QueryKeyTransport`) must be told.
+    """
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 class SerpAPIProvider(WebSearchProvider):
     """SerpAPI-style JSON API: results from `organic_results[].title/snippet/link`.
 
     Retries connection errors, timeouts, 429 and 5xx with exponential backoff (`zerosearch_env.retry`);
     other 4xx raise at once with the API's error message. The key is sent as the `api_key` query
     parameter (SerpApi's only way) through `QueryKeyTransport`, so neither httpx's log lines nor
-    error messages carry it.
+    error messages carry it. `proxy` defaults to the environment's (HTTPS_PROXY, NO_PROXY).
     """
 
     name = "serpapi"
@@ -85,7 +99,7 @@ class SerpAPIProvider(WebSearchProvider):
     def __init__(self, api_key: str | None = None, api_key_env: str = "SERPAPI_API_KEY",
                  base_url: str = "https://serpapi.com/search.json", engine: str = "google",
                  timeout_s: float = 20.0, max_retries: int = 2, backoff_s: float = 0.5,
-                 extra_params: dict | None = None):
+                 extra_params: dict | None = None, proxy: str | None = None):
         key = api_key if api_key is not None else os.environ.get(api_key_env)
         if not key:
             raise ValueError(
@@ -100,7 +114,9 @@ class SerpAPIProvider(WebSearchProvider):
         self.backoff_s = backoff_s
         self._backoff = Backoff(max_retries=max_retries, base_s=backoff_s)
         self.extra_params = dict(extra_params or {})
-        self._client = httpx.Client(timeout=timeout_s, transport=QueryKeyTransport("api_key", key))
+        proxy = proxy if proxy is not None else environment_proxy(base_url)
+        transport = QueryKeyTransport("api_key", key, httpx.HTTPTransport(proxy=proxy))
+        self._client = httpx.Client(timeout=timeout_s, transport=transport)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***")
