@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+API_KEY_ENV = "ZEROSEARCH_API_KEY"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
@@ -45,9 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queries", type=int, default=1024, help="most queries in one request")
     parser.add_argument("--default-topk", type=int, default=None, help="topk when a request sends none")
     parser.add_argument("--log-level", default="warning")
-
-
-API_KEY_ENV = "ZEROSEARCH_API_KEY"
 
 
 def resolve_api_key(args: argparse.Namespace) -> str | None:
