@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -14,8 +12,10 @@ from zerosearch_env.retry import (Backoff, RetriesExhausted, acall_with_retries,
                                   http_errors_are_transient)
 from zerosearch_env.server import free_port
 
+from tests.http_helpers import JSONHandler, loopback_server
 
-class Scripted(BaseHTTPRequestHandler):
+
+class Scripted(JSONHandler):
     """Answers the n-th request with `script[n]` (an HTTP status, or "stall": 1 s late), then 200."""
 
     script: list = []
@@ -27,24 +27,13 @@ class Scripted(BaseHTTPRequestHandler):
         if action == "stall":
             time.sleep(1.0)
             action = 200
-        body = b'{"ok": true}' if action == 200 else b'{"error": "scripted"}'
-        self.send_response(action)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(action, {"ok": True} if action == 200 else {"error": "scripted"})
 
 
 @pytest.fixture(scope="module")
 def url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/api"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(Scripted) as base:
+        yield f"{base}/api"
 
 
 def play(*script) -> None:

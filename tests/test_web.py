@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -13,8 +11,10 @@ from zerosearch_env.config import EnvConfig
 from zerosearch_env.search import SearchRequest, make_backend
 from zerosearch_env.search.web import SerpAPIProvider, WebSearch, WebSearchError
 
+from tests.http_helpers import JSONHandler, loopback_server
 
-class FakeSerpAPI(BaseHTTPRequestHandler):
+
+class FakeSerpAPI(JSONHandler):
     """Answers like SerpAPI: organic_results for a good key, {"error": ...} with 401 otherwise."""
 
     seen: list[dict] = []
@@ -24,38 +24,24 @@ class FakeSerpAPI(BaseHTTPRequestHandler):
         q = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
         FakeSerpAPI.seen.append(q)
         if q.get("api_key") != "test-key":
-            return self._send(401, {"error": "Invalid API key. Your API key should be here: https://serpapi.com/manage-api-key"})
+            return self.send_json(401, {"error": "Invalid API key. Your API key should be here: https://serpapi.com/manage-api-key"})
         if q.get("q") == "flaky" and FakeSerpAPI.flaky_left["n"] > 0:
             FakeSerpAPI.flaky_left["n"] -= 1
-            return self._send(503, {"error": "try again"})
+            return self.send_json(503, {"error": "try again"})
         if q.get("q") == "nothing":
-            return self._send(200, {"search_metadata": {"status": "Success"}, "organic_results": []})
+            return self.send_json(200, {"search_metadata": {"status": "Success"}, "organic_results": []})
         n = int(q.get("num", "10"))
         results = [{"position": i + 1, "title": f"{q['q']} result {i + 1}", "link": f"https://example.org/{i}",
                     "snippet": f"Snippet {i + 1} about {q['q']}."} for i in range(n + 2)]
         results.insert(1, {"position": 99, "link": "https://example.org/empty"})  # no title/snippet: skipped
-        return self._send(200, {"search_metadata": {"status": "Success"}, "organic_results": results})
+        return self.send_json(200, {"search_metadata": {"status": "Success"}, "organic_results": results})
 
-    def _send(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
 def fake_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSerpAPI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/search.json"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(FakeSerpAPI) as base:
+        yield f"{base}/search.json"
 
 
 def test_results_from_organic_results(fake_url, monkeypatch):
