@@ -179,15 +179,16 @@ def build_backend(spec: BackendSpec, config, documents=None, simulator_options: 
     from zerosearch_env.search import make_backend
 
     if spec.kind == "simulator":
-        from zerosearch_env.search.simulator import SimulatedSearch, make_engine
+        from zerosearch_env.search.simulator import SimulatedSearch, knowledge_option, make_engine
 
         opts = dict(simulator_options or {})
+        knowledge = knowledge_option(config, opts.pop("knowledge", None))
         engine = make_engine(opts.pop("engine", "transformers"), opts)
         known = {"words_per_doc", "max_regenerations", "gate", "repair", "seed"}
         kwargs = {k: opts[k] for k in known if k in opts}
         kwargs.setdefault("seed", config.world_seed)
         return SimulatedSearch(engine, curriculum=_constant_curriculum(float(spec.noise)),
-                               max_doc_chars=config.max_doc_chars, **kwargs)
+                               max_doc_chars=config.max_doc_chars, knowledge=knowledge, **kwargs)
     if spec.kind == "bm25" and documents is not None:
         from zerosearch_env.search.bm25 import BM25Search
 

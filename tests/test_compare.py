@@ -103,8 +103,9 @@ def test_cli_compare_writes_json_and_png(tmp_path, capsys):
 
 
 def test_compare_simulator_noise_levels_tiny_model(world, tiny_model_dir, tmp_path):
-    """The simulator (tiny random model, so the gate's repair writes the useful answers) at p=0 and
-    p=1: the oracle reads the answer at p=0 and never at p=1."""
+    """The simulator (world knowledge; a tiny random model, so the gate's knowledge fallback writes
+    the reached articles' facts) at p=0 and p=1: the oracle agent, searching the answer-bearing
+    article, reads the answer at p=0 and never at p=1."""
     tasks = [t for t in world.split("test") if t.kind == "single"][:6]
     report = compare(OracleAgent(world.tasks), tasks, parse_backend_specs("sim:0,sim:1"),
                      EnvConfig(split="test", max_turns=3, top_k=2), env_tasks=world.tasks, num_envs=6,

@@ -221,7 +221,10 @@ def test_serve_simulator_with_curriculum_and_set_step(tiny_model_dir):
     """`zerosearch serve --backend simulator`: the curriculum moves with POST /set_step, and the
     gold answers a trainer may send shape useful (step 0, p=0) vs noisy (step 10, p=1) results."""
     curriculum = json.dumps({"type": "linear", "p_start": 0.0, "p_end": 1.0, "total_steps": 10})
-    proc, url = _start_serve("--backend", "simulator", "-o", f"model={tiny_model_dir}", "-o", f"curriculum={curriculum}",
+    # the oracle ablation: the gold answers a trainer sends are stated whatever the query (grounding
+    # serve's documents is issue 13 item 5)
+    proc, url = _start_serve("--backend", "simulator", "-o", "knowledge=oracle", "-o", f"model={tiny_model_dir}",
+                             "-o", f"curriculum={curriculum}",
                              "-o", "words_per_doc=8", "-o", "max_regenerations=0", "-o", "max_new_tokens=48",
                              "--batch-window-ms", "10")
     try:

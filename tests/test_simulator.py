@@ -154,7 +154,8 @@ def test_one_engine_call_per_search_and_prompts_by_mode():
     for prompt, info, r in zip(eng.calls[0][0], infos, reqs):
         assert r.query in prompt and "Who?" in prompt and "33 words" in prompt
         assert ("Zed" in prompt) == (info["mode"] == USEFUL)  # the gold answer only in useful prompts
-        assert info == {"mode": info["mode"], "p_noisy": 0.5, "gate": "pass", "attempts": 1}
+        assert info == {"mode": info["mode"], "p_noisy": 0.5, "knowledge": "answer_hint", "gate": "pass",
+                        "attempts": 1, "fallback": False, "reason": None, "engine_failure": False}
     for d, info in zip(docs, infos):
         assert len(d) == 2 and contains_answer(d, ["Zed"]) == (info["mode"] == USEFUL)
     s = sim.stats()
@@ -191,7 +192,8 @@ def test_gate_regenerates_failures_in_one_batched_call_with_a_new_seed():
     assert s["regenerations"] == 3 and s["useful_first_pass"] == 1 and s["repairs"] == 0
 
 
-def test_gate_repairs_useful_and_noisy_after_r_regenerations():
+def test_oracle_gate_repairs_useful_and_noisy_after_r_regenerations():
+    """The oracle ablation keeps the old answer-checking gate and its repair."""
     def reply(prompt, params, call):
         if is_useful_prompt(prompt):
             return "Doc 1 (Title: A) nothing here\nDoc 2 (Title: B) nor here"
@@ -199,9 +201,11 @@ def test_gate_repairs_useful_and_noisy_after_r_regenerations():
 
     for p, mode in ((0.0, USEFUL), (1.0, NOISY)):
         eng = CannedEngine(reply)
-        sim = SimulatedSearch(eng, curriculum=Fixed(p), max_regenerations=2, max_doc_chars=60)
+        sim = SimulatedSearch(eng, curriculum=Fixed(p), max_regenerations=2, max_doc_chars=60, knowledge="oracle")
         (docs,), (info,) = sim.search_with_info([SearchRequest("who", top_k=2, question="Who did it?", answers=("Zed", "Mr Zed"))])
-        assert len(eng.calls) == 3 and info == {"mode": mode, "p_noisy": p, "gate": "repaired", "attempts": 3}
+        assert len(eng.calls) == 3 and info == {"mode": mode, "p_noisy": p, "knowledge": "oracle", "gate": "repaired",
+                                                "attempts": 3, "fallback": False, "reason": "answer",
+                                                "engine_failure": False}
         assert len(docs) == 2
         if mode == USEFUL:
             assert docs[0].text.startswith('The answer to "Who did it" is Zed.') and contains_answer(docs, ["Zed"])
@@ -213,22 +217,22 @@ def test_gate_repairs_useful_and_noisy_after_r_regenerations():
         assert sim.stats()["repairs"] == 1
 
 
-def test_gate_flags_without_repair_and_skips_without_answers():
+def test_oracle_gate_flags_without_repair_and_skips_without_answers():
     eng = CannedEngine(lambda prompt, params, call: "Doc 1: nothing")
-    sim = SimulatedSearch(eng, curriculum=Fixed(0.0), max_regenerations=1, repair=False)
+    sim = SimulatedSearch(eng, curriculum=Fixed(0.0), max_regenerations=1, repair=False, knowledge="oracle")
     (docs, docs2), infos = sim.search_with_info([SearchRequest("q", answers=("Zed",)), SearchRequest("q2")])
     assert [i["gate"] for i in infos] == ["flagged", "ungated"] and [d.text for d in docs] == ["nothing"]
     assert [i["attempts"] for i in infos] == [2, 1] and len(eng.calls) == 2
     assert sim.stats()["flags"] == 1 and sim.stats()["ungated"] == 1
-    off = SimulatedSearch(CannedEngine(lambda *a: "Doc 1: nothing"), curriculum=Fixed(0.0), gate=False)
+    off = SimulatedSearch(CannedEngine(lambda *a: "Doc 1: nothing"), curriculum=Fixed(0.0), gate=False, knowledge="oracle")
     assert off.search_with_info([SearchRequest("q", answers=("Zed",))])[1][0]["gate"] == "ungated"
 
 
-def test_empty_output_useful_is_repaired_noisy_stays_empty():
-    sim = SimulatedSearch(CannedEngine(lambda *a: ""), curriculum=Fixed(0.0), max_regenerations=0)
+def test_oracle_empty_output_useful_is_repaired_noisy_stays_empty():
+    sim = SimulatedSearch(CannedEngine(lambda *a: ""), curriculum=Fixed(0.0), max_regenerations=0, knowledge="oracle")
     (docs,), (info,) = sim.search_with_info([SearchRequest("tallest tower", answers=("Zed",))])
     assert info["gate"] == "repaired" and len(docs) == 1 and docs[0].title == "tallest tower" and "Zed" in docs[0].text
-    noisy = SimulatedSearch(CannedEngine(lambda *a: ""), curriculum=Fixed(1.0), max_regenerations=0)
+    noisy = SimulatedSearch(CannedEngine(lambda *a: ""), curriculum=Fixed(1.0), max_regenerations=0, knowledge="oracle")
     (docs,), (info,) = noisy.search_with_info([SearchRequest("q", answers=("Zed",))])
     assert docs == [] and info["gate"] == "pass" and noisy.stats()["empty_results"] == 1
 
@@ -303,7 +307,8 @@ def test_cache_keys_on_mode(tmp_path):
     noisy, i3 = cache.search_with_info([r])
     assert i3[0]["cache"] == "miss" and i3[0]["mode"] == NOISY and not contains_answer(noisy[0], ["Zed"])
     assert len(eng.calls) == 2 and cache.stats()["cache_hits"] == 1 and cache.stats()["noisy"] == 1
-    assert sim.identity() == cache.identity() and "sim-v1" in sim.identity() and "seed=0" in sim.identity()
+    assert sim.identity() == cache.identity() and "sim-v2" in sim.identity() and "seed=0" in sim.identity()
+    assert "knowledge=answer_hint" in sim.identity()
 
 
 # ------------------------------------------------------------------ real transformers engines
@@ -313,7 +318,7 @@ def _world_like_requests(n: int, answer: str = "Velmora Quintesse") -> list[Sear
                           answers=(answer,), episode_id=f"tiny-{i}") for i in range(n)]
 
 
-def test_gate_repairs_the_garbage_of_a_tiny_random_model(tiny_model_dir):
+def test_oracle_gate_repairs_the_garbage_of_a_tiny_random_model(tiny_model_dir):
     from zerosearch_env.engines import TransformersEngine
 
     eng = TransformersEngine(tiny_model_dir, dtype="float32")
@@ -321,7 +326,7 @@ def test_gate_repairs_the_garbage_of_a_tiny_random_model(tiny_model_dir):
     generate = eng.generate
     eng.generate = lambda convs, params=None, seeds=None: calls.append(len(convs)) or generate(convs, params, seeds=seeds)
     sim = SimulatedSearch(eng, curriculum=Fixed(0.5), seed=3, max_regenerations=1,
-                          sampling=SamplingParams(max_new_tokens=12, seed=0))
+                          sampling=SamplingParams(max_new_tokens=12, seed=0), knowledge="oracle")
     reqs = _world_like_requests(6)
     docs, infos = sim.search_with_info(reqs)
     modes = [i["mode"] for i in infos]

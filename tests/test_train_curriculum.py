@@ -21,7 +21,8 @@ def _cfg() -> TrainConfig:
     return TrainConfig.model_validate({
         "preset": "tiny", "seed": 3, "trainable_layers": 1, "precision": "fp32", "checkpoint_every": 2,
         "env": {"backend": "simulator", "max_turns": 2, "top_k": 1, "max_doc_chars": 120},
-        "simulator": {"engine": "transformers", "words_per_doc": 12, "max_regenerations": 0},
+        # the fictional TASKS are not world facts: the simulator is told the answer (ZeroSearch's hint)
+        "simulator": {"engine": "transformers", "words_per_doc": 12, "max_regenerations": 0, "knowledge": "answer_hint"},
         "curriculum": ADAPTIVE, "warmup": {"enabled": False},
         "grpo": {"steps": 4, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 8, "micro_batch_size": 2},
     })

@@ -158,7 +158,7 @@ class SearchEnv(gym.Env[str, str]):
         return SearchRequest(
             query=act.content, top_k=self.config.top_k, question=ep.task.question,
             answers=ep.task.answers, episode_id=ep.episode_id, search_index=ep.num_searches,
-            step=self._training_step,
+            step=self._training_step, supporting_titles=tuple(ep.task.supporting_titles),
         )
 
     def end_step(self, docs: list[Document] | None, search_info: dict | None) -> tuple[str, float, bool, bool, dict]:

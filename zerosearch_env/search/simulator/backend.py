@@ -1,32 +1,54 @@
 """`SimulatedSearch`: an LLM writes the search results (the ZeroSearch idea), with a noise
-curriculum and a verification gate.
+curriculum, a knowledge source and a verification gate.
 
 For every search call the backend draws *useful* or *noisy* with probability `p_noisy =
 curriculum.probability(step)`. The draw is one uniform number per call, hashed from
 `(seed, episode_id, search_index)`, so it is reproducible and identical for all group members
-that issue the same call. A useful prompt carries the gold answer and asks for documents that
-state it; a noisy prompt asks for plausible documents that do not help.
+that issue the same call.
 
-All requests of one `search()` call go to the engine in ONE `generate` call. The verification
-gate (not in ZeroSearch, whose simulator invents wrong facts) then checks every result: a useful
-result must contain a normalised gold alias in at least one document, a noisy one must contain
-none. Failing results are regenerated together (one more engine call per round, new sampling seed)
-up to `max_regenerations` times, then repaired (useful: a sentence stating the answer goes at the
-front of the first document; noisy: the alias is redacted) or, with `repair=False`, flagged.
+What the simulator may know about a query comes from its knowledge source
+(`zerosearch_env.search.knowledge`): the built-in world's facts for the entities the query names
+("world"), ZeroSearch's hop-aware answer hint ("answer_hint"), or nothing ("none"). A useful prompt
+asks for what a good engine returns for this query, written from that knowledge; a noisy prompt
+for plausible documents around the query that state none of it (`prompts.grounded_messages`).
+
+All requests of one `search()` call go to the engine in ONE `generate` call. The gate
+(`gate.check`) then verifies every result against the knowledge: leakage (the final answer only
+where the query reached it, never in noisy results), consistency with the world's facts, and
+relevance. Failing results are regenerated together (one more engine call per round, new sampling
+seed) up to `max_regenerations` times, then replaced by a fallback written from the knowledge's
+facts alone (`gate.fallback_documents`; no engine call) or, with `repair=False`, flagged. Engine
+failures (an exception, a timeout, None or empty text) count as failing results, are counted
+(`engine_failures`) and warned about above `engine_failure_warn` of the outputs; they never pass.
+
+`knowledge="oracle"` keeps the behaviour from before knowledge sources as an ablation (the transfer
+experiment's baseline): the gold answer in every useful prompt whatever the query, the
+answer-checking gate, and its repair (`oracle.repair`: the answer sentence inserted, or the alias
+redacted).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams
 from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
-from zerosearch_env.search.simulator.gate import _alias_tokens, gate_passes, repair
+from zerosearch_env.search.knowledge import KNOWLEDGE_SOURCES, AnswerHintKnowledge, Knowledge, KnowledgeSource
+from zerosearch_env.search.simulator.gate import ENGINE_FAILURE, check, fallback_documents, title_documents
 from zerosearch_env.search.simulator.noise import NOISY, USEFUL, draw_mode, request_seed
-from zerosearch_env.search.simulator.parsing import parse_documents
-from zerosearch_env.search.simulator.prompts import PROMPT_VERSION, build_messages
+from zerosearch_env.search.simulator.oracle import _alias_tokens, gate_passes, repair
+from zerosearch_env.search.simulator.parsing import parse_documents, parse_segments
+from zerosearch_env.search.simulator.prompts import (GROUNDED_PROMPT_VERSION, PROMPT_VERSION, build_messages,
+                                                     grounded_messages)
+
+logger = logging.getLogger(__name__)
+
+ORACLE = "oracle"
+KNOWLEDGE_OPTIONS = (*KNOWLEDGE_SOURCES, ORACLE)
 
 if TYPE_CHECKING:  # pragma: no cover
     from zerosearch_env.config import EnvConfig
@@ -38,31 +60,52 @@ class _Job:
     request: SearchRequest
     mode: str
     p_noisy: float
+    knowledge: Knowledge | None  # None for the oracle ablation
     messages: list[Message]
     k: int
     docs: list[Document]
     attempts: int = 0
     gate: str = "pending"
+    reason: str | None = None  # the check the last attempt failed
+    engine_failed: bool = False  # the last attempt's engine output was missing or empty
 
 
 _COUNTERS = ("requests", "useful", "noisy", "useful_first_pass", "noisy_first_pass", "useful_gated", "noisy_gated",
-             "ungated", "regenerations", "repairs", "flags", "engine_calls", "empty_results")
+             "ungated", "regenerations", "repairs", "flags", "engine_calls", "empty_results", "fallbacks",
+             "engine_outputs", "engine_failures", "engine_failure_fallbacks", "failed_leak", "failed_consistency",
+             "failed_relevance", "failed_answer_missing", "failed_engine_failure", "failed_answer")
 
 
 class SimulatedSearch(SearchBackend):
-    """Search results written by an LLM, useful or noisy on a curriculum, checked by a gate.
+    """Search results written by an LLM from what it knows about the query, useful or noisy on a
+    curriculum, checked by a gate against that knowledge.
 
     Args:
         engine: any `LLMEngine` (transformers, an OpenAI-compatible server, vLLM).
         curriculum: a `curricula.Curriculum` giving p(noisy) per training step (default constant 0).
+        knowledge: what the simulator knows about a query: a `KnowledgeSource`
+            (`WorldKnowledge(world)`, "world": the built-in world's facts for the entities the
+            query names; `AnswerHintKnowledge()`, "answer_hint": the question, and the gold answer
+            once the query reaches the answer-bearing article; `NoKnowledge()`, "none": the
+            engine's own memory), or "oracle": the behaviour before knowledge sources (the answer
+            in every useful prompt, the answer-checking gate and its repair), kept only as an
+            ablation. Default `AnswerHintKnowledge()`; `from_config` picks "world" for the
+            built-in world (`knowledge_for_env`).
         seed: seeds the useful/noisy draw (and is part of `identity()`).
         words_per_doc: the document length asked for.
         max_regenerations: regeneration rounds for results that fail the gate.
-        gate: run the verification gate at all; repair: repair (True) or flag (False) results that
-            still fail after the regenerations.
+        gate: run the verification gate at all; repair: replace results that still fail after the
+            regenerations by the knowledge fallback (oracle: repair them) (True) or flag them (False).
         sampling: the engine's sampling parameters; `max_new_tokens` defaults to a budget for
             `top_k * words_per_doc` words.
         max_doc_chars: each document's text is capped at this many characters.
+        engine_failure_warn: warn (`warnings.warn` and the log) once the share of engine outputs
+            that failed exceeds this, over at least 8 outputs.
+
+    Per-request info (`search_with_info`): mode, p_noisy, knowledge (the source's name), gate
+    ("pass", "fallback", "flagged", "ungated"; oracle: "repaired"), attempts, fallback (the
+    documents are the knowledge fallback), reason (the check the last attempt failed, or None),
+    engine_failure (the last attempt's engine output was missing). `stats()` counts them.
     """
 
     name = "simulator"
@@ -78,6 +121,8 @@ class SimulatedSearch(SearchBackend):
         repair: bool = True,
         sampling: SamplingParams | None = None,
         max_doc_chars: int = 600,
+        knowledge: KnowledgeSource | str | None = None,
+        engine_failure_warn: float = 0.2,
     ):
         if not isinstance(engine, LLMEngine):
             raise TypeError(f"engine must be an LLMEngine, got {type(engine).__name__}")
@@ -89,8 +134,16 @@ class SimulatedSearch(SearchBackend):
             raise TypeError("curriculum must have a probability(step) method")
         if words_per_doc < 1 or max_regenerations < 0 or max_doc_chars < 16:
             raise ValueError("need words_per_doc >= 1, max_regenerations >= 0, max_doc_chars >= 16")
+        if knowledge is None:
+            knowledge = AnswerHintKnowledge()
+        if isinstance(knowledge, str) and knowledge != ORACLE:
+            raise ValueError(f"knowledge must be a KnowledgeSource or {ORACLE!r}, got {knowledge!r} "
+                             "(build a named source with knowledge_from_config)")
+        if not isinstance(knowledge, str) and not isinstance(knowledge, KnowledgeSource):
+            raise TypeError(f"knowledge must be a KnowledgeSource, got {type(knowledge).__name__}")
         self.engine = engine
         self.curriculum = curriculum
+        self.knowledge: KnowledgeSource | None = None if knowledge == ORACLE else knowledge
         self.seed = int(seed)
         self.words_per_doc = int(words_per_doc)
         self.max_regenerations = int(max_regenerations)
@@ -98,9 +151,20 @@ class SimulatedSearch(SearchBackend):
         self.repair = bool(repair)
         self.sampling = sampling
         self.max_doc_chars = int(max_doc_chars)
+        self.engine_failure_warn = float(engine_failure_warn)
+        self._warned = False
         self._step = 0
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(_COUNTERS, 0)
+
+    @property
+    def oracle(self) -> bool:
+        """True for the oracle ablation (`knowledge="oracle"`)."""
+        return self.knowledge is None
+
+    @property
+    def knowledge_name(self) -> str:
+        return ORACLE if self.knowledge is None else self.knowledge.name
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -110,17 +174,20 @@ class SimulatedSearch(SearchBackend):
 
         engine ("transformers" | "openai" | "vllm"), model (path/name; default small model),
         base_urls / api_key (openai), device / dtype (transformers), curriculum (a spec dict for
-        `curricula.from_spec`), seed (default `config.world_seed`), words_per_doc,
-        max_regenerations, gate, repair, temperature, top_p, max_new_tokens, and cache_dir (wrap
-        the simulator in a `CachedSearch` there).
+        `curricula.from_spec`), knowledge ("world" | "answer_hint" | "none" | "oracle"; default
+        "world" for the built-in world, "answer_hint" for a loaded data set, see
+        `knowledge_for_env`; "oracle" is the ablation), seed (default `config.world_seed`),
+        words_per_doc, max_regenerations, gate, repair, temperature, top_p, max_new_tokens,
+        engine_failure_warn, and cache_dir (wrap the simulator in a `CachedSearch` there).
         """
         opts = dict(config.backend_options)
         known = {"engine", "model", "base_urls", "api_key", "device", "dtype", "curriculum", "seed",
                  "words_per_doc", "max_regenerations", "gate", "repair", "temperature", "top_p",
-                 "max_new_tokens", "cache_dir", "engine_options"}
+                 "max_new_tokens", "cache_dir", "engine_options", "knowledge", "engine_failure_warn"}
         unknown = set(opts) - known
         if unknown:
             raise ValueError(f"simulator: unknown backend_options {sorted(unknown)}; known: {sorted(known)}")
+        knowledge = knowledge_option(config, opts.get("knowledge"))
         engine = make_engine(opts.get("engine", "transformers"), opts)
         if curriculum is None and opts.get("curriculum") is not None:
             from curricula import from_spec
@@ -140,6 +207,7 @@ class SimulatedSearch(SearchBackend):
             words_per_doc=int(opts.get("words_per_doc", 40)),
             max_regenerations=int(opts.get("max_regenerations", 2)), gate=bool(opts.get("gate", True)),
             repair=bool(opts.get("repair", True)), sampling=sampling, max_doc_chars=config.max_doc_chars,
+            knowledge=knowledge, engine_failure_warn=float(opts.get("engine_failure_warn", 0.2)),
         )
         if opts.get("cache_dir"):
             from zerosearch_env.search.cache import CachedSearch
@@ -150,9 +218,11 @@ class SimulatedSearch(SearchBackend):
     # ------------------------------------------------------------------ SearchBackend API
     def identity(self) -> str:
         engine = getattr(self.engine, "name", type(self.engine).__name__)
-        return (f"{self.name}|{PROMPT_VERSION}|engine={engine}|words={self.words_per_doc}|seed={self.seed}"
+        version = PROMPT_VERSION if self.oracle else GROUNDED_PROMPT_VERSION
+        knowledge = ORACLE if self.knowledge is None else self.knowledge.identity()
+        return (f"{self.name}|{version}|engine={engine}|words={self.words_per_doc}|seed={self.seed}"
                 f"|gate={int(self.gate)}:{self.max_regenerations}:{int(self.repair)}|chars={self.max_doc_chars}"
-                f"|sampling={self._params(3)!r}")
+                f"|knowledge={knowledge}|sampling={self._params(3)!r}")
 
     def set_training_step(self, step: int) -> None:
         self._step = int(step)
@@ -176,12 +246,32 @@ class SimulatedSearch(SearchBackend):
         return {"mode": mode, "p_noisy": p}
 
     def cache_key_fields(self, request: SearchRequest) -> tuple:
-        """What a cache must key on: the episode and index matter only through the mode draw."""
+        """What a cache must key on: everything the documents are written from (the knowledge is a
+        function of these and of `identity()`); the episode and index matter only through the
+        mode draw."""
         mode, _ = self.mode_of(request)
-        return (request.query, request.top_k, mode, request.question or "", tuple(request.answers))
+        return (request.query, request.top_k, mode, request.question or "", tuple(request.answers),
+                tuple(request.supporting_titles))
 
     def search(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
         return self.search_with_info(requests)[0]
+
+    def _job(self, request: SearchRequest) -> _Job:
+        mode, p = self.mode_of(request)
+        k = max(1, int(request.top_k))
+        if self.knowledge is None:
+            return _Job(request, mode, p, None, build_messages(request, mode, k, self.words_per_doc), k, [])
+        knowledge = self.knowledge.lookup(request)
+        return _Job(request, mode, p, knowledge, grounded_messages(request, knowledge, mode, k, self.words_per_doc), k, [])
+
+    def _verdict(self, job: _Job) -> str | None:
+        """The check the job's current documents fail (None: they pass). The oracle ablation checks
+        the gold answer only, as before knowledge sources (its engine failures are counted, not gated)."""
+        if job.knowledge is None:
+            return None if gate_passes(job.docs, job.request.answers, job.mode) else "answer"
+        if job.engine_failed:
+            return ENGINE_FAILURE
+        return check(job.docs, job.knowledge, job.mode)
 
     def search_with_info(self, requests: Sequence[SearchRequest]) -> tuple[list[list[Document]], list[dict]]:
         requests = list(requests)
@@ -190,22 +280,20 @@ class SimulatedSearch(SearchBackend):
                 raise TypeError(f"expected SearchRequest, got {type(r).__name__}")
         if not requests:
             return [], []
-        jobs = []
-        for r in requests:
-            mode, p = self.mode_of(r)
-            k = max(1, int(r.top_k))
-            jobs.append(_Job(r, mode, p, build_messages(r, mode, k, self.words_per_doc), k, []))
+        jobs = [self._job(r) for r in requests]
         counts = dict.fromkeys(_COUNTERS, 0)
         counts["requests"] = len(jobs)
         self._generate(jobs, attempt=0, counts=counts)
         for job in jobs:
             counts[job.mode] += 1
-            if not self.gate or not _alias_tokens(job.request.answers):
+            # the oracle gate checks the gold answer: without one there is nothing to check
+            if not self.gate or (self.oracle and not _alias_tokens(job.request.answers)):
                 job.gate = "ungated"
                 counts["ungated"] += 1
                 continue
             counts[f"{job.mode}_gated"] += 1
-            if gate_passes(job.docs, job.request.answers, job.mode):
+            job.reason = self._verdict(job)
+            if job.reason is None:
                 job.gate = "pass"
                 counts[f"{job.mode}_first_pass"] += 1
         for attempt in range(1, self.max_regenerations + 1):
@@ -215,32 +303,55 @@ class SimulatedSearch(SearchBackend):
             counts["regenerations"] += len(failing)
             self._generate(failing, attempt=attempt, counts=counts)
             for job in failing:
-                if gate_passes(job.docs, job.request.answers, job.mode):
+                job.reason = self._verdict(job)
+                if job.reason is None:
                     job.gate = "pass"
         for job in jobs:
             if job.gate != "pending":
                 continue
-            if self.repair:
+            counts[f"failed_{job.reason}"] += 1
+            if not self.repair:
+                job.gate = "flagged"
+                counts["flags"] += 1
+            elif job.knowledge is None:
                 job.docs = repair(job.docs, job.request, job.mode, self.max_doc_chars)[: job.k]
                 job.gate = "repaired"
                 counts["repairs"] += 1
             else:
-                job.gate = "flagged"
-                counts["flags"] += 1
+                job.docs = fallback_documents(job.knowledge, job.mode, job.k, self.max_doc_chars)
+                job.gate = "fallback"
+                counts["fallbacks"] += 1
+                counts["engine_failure_fallbacks"] += job.engine_failed
         counts["empty_results"] = sum(1 for j in jobs if not j.docs)
         with self._lock:
             for key, v in counts.items():
                 self._counts[key] += v
-        infos = [{"mode": j.mode, "p_noisy": j.p_noisy, "gate": j.gate, "attempts": j.attempts} for j in jobs]
+            outputs, failures = self._counts["engine_outputs"], self._counts["engine_failures"]
+            warn = not self._warned and outputs >= 8 and failures / outputs > self.engine_failure_warn
+            self._warned = self._warned or warn
+        if warn:
+            message = (f"simulator engine {getattr(self.engine, 'name', '?')}: {failures} of {outputs} outputs failed "
+                       f"(exception, timeout, None or empty text; above {self.engine_failure_warn:.0%}); those results "
+                       "are knowledge fallbacks, see stats()['engine_failures']")
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        infos = [{"mode": j.mode, "p_noisy": j.p_noisy, "knowledge": self.knowledge_name, "gate": j.gate,
+                  "attempts": j.attempts, "fallback": j.gate == "fallback",
+                  "reason": None if j.gate in ("pass", "ungated") else j.reason, "engine_failure": j.engine_failed}
+                 for j in jobs]
         return [j.docs for j in jobs], infos
 
     def stats(self) -> dict:
-        """Cumulative counters plus first-try gate pass rates per mode."""
+        """Cumulative counters, first-try gate pass rates per mode, the fallback share (of
+        requests) and the engine-failure share (of engine outputs)."""
         with self._lock:
             c = dict(self._counts)
         for mode in (USEFUL, NOISY):
             gated = c[f"{mode}_gated"]
             c[f"{mode}_first_pass_rate"] = c[f"{mode}_first_pass"] / gated if gated else None
+        c["fallback_share"] = c["fallbacks"] / c["requests"] if c["requests"] else None
+        c["engine_failure_share"] = c["engine_failures"] / c["engine_outputs"] if c["engine_outputs"] else None
+        c["knowledge"] = self.knowledge_name
         c["p_noisy"] = self.p_noisy()
         c["training_step"] = self._step
         return c
@@ -257,19 +368,43 @@ class SimulatedSearch(SearchBackend):
 
     def _generate(self, jobs: list[_Job], attempt: int, counts: dict) -> None:
         """ONE engine call for all `jobs`, each seeded by `request_seed` (a new seed per retry
-        round); unseeded (`sampling.seed` None) sampling stays unseeded."""
+        round); unseeded (`sampling.seed` None) sampling stays unseeded. An engine exception
+        (a timeout, a server error) fails every job of the call; a None or empty text fails its
+        job; both are counted as engine failures."""
         params = self._params(max(j.k for j in jobs))
         if attempt:
             params = replace(params, temperature=max(params.temperature, 0.7))
         seeds = None if params.seed is None else [
             request_seed(self.seed, params.seed, self.cache_key_fields(j.request), attempt) for j in jobs]
-        texts = self.engine.generate([j.messages for j in jobs], params, seeds=seeds)
         counts["engine_calls"] += 1
+        counts["engine_outputs"] += len(jobs)
+        try:
+            texts = self.engine.generate([j.messages for j in jobs], params, seeds=seeds)
+        except Exception as exc:  # noqa: BLE001 - an engine's failure is counted and surfaced, see the docstring
+            logger.warning("simulator engine %s failed on %d prompts: %r", getattr(self.engine, "name", "?"), len(jobs), exc)
+            texts = [None] * len(jobs)
         if len(texts) != len(jobs):
             raise RuntimeError(f"engine {getattr(self.engine, 'name', '?')} returned {len(texts)} texts for {len(jobs)} prompts")
         for job, text in zip(jobs, texts):
-            job.docs = parse_documents(text if isinstance(text, str) else "", job.k, job.request.query, self.max_doc_chars)
             job.attempts += 1
+            job.engine_failed = not (isinstance(text, str) and text.strip())
+            counts["engine_failures"] += job.engine_failed
+            text = text if isinstance(text, str) else ""
+            if job.knowledge is None:
+                job.docs = parse_documents(text, job.k, job.request.query, self.max_doc_chars)
+            else:
+                job.docs = title_documents(parse_segments(text, job.k, self.max_doc_chars), job.knowledge,
+                                           job.request.query)
+
+
+def knowledge_option(config: "EnvConfig", name: str | None = None) -> KnowledgeSource | str:
+    """The `knowledge` argument for `config`'s data set from the option `name` ("world",
+    "answer_hint", "none", "oracle"; None: "world" for the built-in world, else "answer_hint")."""
+    from zerosearch_env.search.knowledge import knowledge_for_env
+
+    if name is not None and name not in KNOWLEDGE_OPTIONS:
+        raise ValueError(f"simulator: unknown knowledge {name!r}; choose one of {', '.join(KNOWLEDGE_OPTIONS)}")
+    return ORACLE if name == ORACLE else knowledge_for_env(config, name)
 
 
 def make_engine(kind: str, opts: dict) -> LLMEngine:

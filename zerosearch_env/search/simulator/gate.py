@@ -1,135 +1,122 @@
-"""The answer-checking gate: useful results must state a gold alias, noisy ones must not; failures
-are repaired (the answer sentence inserted, or the alias redacted)."""
+"""The verification gate of the grounded simulator: results are checked against the request's
+`Knowledge`, never against the final answer alone.
+
+- leakage: the final answer (the gold aliases) appears only where `knowledge.reached_answer` is
+  True, and never in a noisy result;
+- consistency: no document states a fact about a known entity that contradicts the world
+  (`consistency.contradictions`);
+- relevance (useful results): a document names a queried entity (`knowledge.entities`) or states
+  the answer hint, when the knowledge has either; and where the query reached the answer, a
+  document states it.
+
+A result that still fails after the regenerations is replaced by `fallback_documents`, written
+from the knowledge's facts alone (no engine call). Untitled documents, and documents titled with
+the query, are titled from the knowledge's articles (`title_documents`), never with the query.
+"""
 
 from __future__ import annotations
 
-import string
-import unicodedata
 from typing import Sequence
 
-from zerosearch_env.rewards import normalize_answer
-from zerosearch_env.search.base import Document, SearchRequest
-from zerosearch_env.search.simulator.noise import USEFUL
-from zerosearch_env.search.simulator.parsing import _truncate, default_title, doc_id
+from zerosearch_env.search.base import Document
+from zerosearch_env.search.knowledge import GENERIC_WORDS, STOPWORDS, Fact, Knowledge, mentions, name_tokens
+from zerosearch_env.search.simulator.consistency import contradictions
+from zerosearch_env.search.simulator.noise import NOISY
+from zerosearch_env.search.simulator.parsing import _truncate, doc_id
 
-REDACTED = "[redacted]"
-
-def _alias_tokens(answers: Sequence[str]) -> list[list[str]]:
-    out, seen = [], set()
-    for a in answers:
-        toks = normalize_answer(a).split() if isinstance(a, str) else []
-        if toks and tuple(toks) not in seen:
-            seen.add(tuple(toks))
-            out.append(toks)
-    return out
+LEAK, CONSISTENCY, RELEVANCE, ANSWER_MISSING, ENGINE_FAILURE = (
+    "leak", "consistency", "relevance", "answer_missing", "engine_failure")
 
 
-def _contains_seq(tokens: list[str], seq: list[str]) -> bool:
-    n = len(seq)
-    first = seq[0]
-    return any(tokens[i] == first and tokens[i:i + n] == seq for i in range(len(tokens) - n + 1))
-
-
-def doc_contains_answer(doc: Document, answers: Sequence[str]) -> bool:
-    """True when a normalised gold alias occurs, as a whole token sequence, in the title or text."""
-    aliases = _alias_tokens(answers)
-    if not aliases:
+def names_entity(text: str, name: str) -> bool:
+    """True when `text` names the entity `name`: all its content tokens in a row, or one of its
+    distinctive tokens (4+ characters, not a stop or category word: "Pezold" for "Fymvu Pezold")."""
+    tokens = name_tokens(text)
+    content = [t for t in name_tokens(name) if t not in STOPWORDS]
+    if not content:
         return False
-    tokens = normalize_answer(f"{doc.title} \n {doc.text}").split()
-    return any(_contains_seq(tokens, a) for a in aliases)
+    n = len(content)
+    if any(tokens[i:i + n] == content for i in range(len(tokens) - n + 1)):
+        return True
+    present = set(tokens)
+    return any(len(t) >= 4 and t not in GENERIC_WORDS and t in present for t in content)
 
 
-def contains_answer(docs: Sequence[Document], answers: Sequence[str]) -> bool:
-    """True when any document contains a gold alias (see `doc_contains_answer`)."""
-    return any(doc_contains_answer(d, answers) for d in docs)
+def _doc_text(doc: Document) -> str:
+    return f"{doc.title}\n{doc.text}"
 
 
-def gate_passes(docs: Sequence[Document], answers: Sequence[str], mode: str) -> bool:
-    """Useful results must contain an alias somewhere; noisy results must contain none."""
-    found = contains_answer(docs, answers)
-    return found if mode == USEFUL else not found
+def check(docs: Sequence[Document], knowledge: Knowledge, mode: str) -> str | None:
+    """The first check a result fails (`LEAK`, `CONSISTENCY`, `RELEVANCE`, `ANSWER_MISSING`), or
+    None when it passes."""
+    texts = [_doc_text(d) for d in docs]
+    if (mode == NOISY or knowledge.reached_answer is False) and any(mentions(t, knowledge.answers) for t in texts):
+        return LEAK
+    if any(contradictions(t, knowledge) for t in texts):
+        return CONSISTENCY
+    if mode == NOISY:
+        return None
+    if knowledge.entities or knowledge.answer_hint:
+        named = any(names_entity(t, e) for t in texts for e in knowledge.entities)
+        hinted = knowledge.answer_hint is not None and any(mentions(t, [knowledge.answer_hint]) for t in texts)
+        if not (named or hinted):
+            return RELEVANCE
+    if knowledge.reached_answer and knowledge.answers and not any(mentions(t, knowledge.answers) for t in texts):
+        return ANSWER_MISSING
+    return None
 
 
-_PUNCT_CHARS = set(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014"}
+def _same_text(a: str, b: str) -> bool:
+    return name_tokens(a) == name_tokens(b)
 
 
-def _normalized_tokens_with_spans(text: str) -> list[tuple[str, int, int]]:
-    """`normalize_answer`'s tokens of `text`, each with its (start, end) span in `text`."""
-    tokens: list[tuple[str, int, int]] = []
-    cur: list[str] = []
-    start = end = -1
-    for i, ch in enumerate(text):
-        piece = unicodedata.normalize("NFKC", ch).lower()
-        piece = "".join(c for c in piece if c not in _PUNCT_CHARS)
-        if not piece:
-            continue  # punctuation vanishes without splitting a token, as in normalize_answer
-        for c in piece:
-            if c.isspace():
-                if cur:
-                    tokens.append(("".join(cur), start, end))
-                    cur = []
-            else:
-                if not cur:
-                    start = i
-                cur.append(c)
-                end = i + 1
-    if cur:
-        tokens.append(("".join(cur), start, end))
-    return [t for t in tokens if t[0] not in ("a", "an", "the")]
+def _title_for(body: str, knowledge: Knowledge, query: str) -> str:
+    """A title for an untitled document: the first of the knowledge's articles and entities the body
+    names, else the body's opening words (unless they are the query's)."""
+    for name in dict.fromkeys([*(f.source for f in knowledge.facts), *knowledge.entities]):
+        if names_entity(body, name):
+            return name
+    opening = _truncate(" ".join(body.split()[:6]).strip(" .,;:!?\"'"), 80)
+    query_tokens = name_tokens(query)
+    if opening and not (query_tokens and name_tokens(opening)[: len(query_tokens)] == query_tokens):
+        return opening
+    return "Untitled"
 
 
-def redact_answers(text: str, answers: Sequence[str], placeholder: str = REDACTED) -> str:
-    """Replace every occurrence of a gold alias (matched after normalisation) with `placeholder`."""
-    aliases = sorted(_alias_tokens(answers), key=len, reverse=True)
-    if not aliases or not text:
-        return text
-    toks = _normalized_tokens_with_spans(text)
-    spans: list[tuple[int, int]] = []
-    i = 0
-    while i < len(toks):
-        for a in aliases:
-            n = len(a)
-            if [t[0] for t in toks[i:i + n]] == a:
-                spans.append((toks[i][1], toks[i + n - 1][2]))
-                i += n
-                break
-        else:
-            i += 1
-    for s, e in reversed(spans):
-        text = text[:s] + placeholder + text[e:]
-    return text
+def title_documents(segments: Sequence[tuple[str | None, str]], knowledge: Knowledge, query: str) -> list[Document]:
+    """Documents from parsed (title or None, body) pairs; a missing title, or one that repeats the
+    query (and is not one of the knowledge's article titles), is replaced by `_title_for`."""
+    articles = {f.source for f in knowledge.facts} | set(knowledge.entities)
+    docs = []
+    for title, body in segments:
+        if not title or (_same_text(title, query) and title not in articles):
+            title = _title_for(body, knowledge, query)
+        docs.append(Document(id=doc_id(title, body), title=title, text=body))
+    return docs
 
 
-def answer_sentence(request: SearchRequest) -> str:
-    """The sentence a repair inserts into a useful result."""
-    answer = request.answers[0]
-    if request.question:
-        q = " ".join(request.question.split()).rstrip("?. ")
-        return f"The answer to \"{q}\" is {answer}."
-    return f"The answer is {answer}."
+def _by_source(facts: Sequence[Fact], k: int, max_doc_chars: int) -> list[Document]:
+    groups: dict[str, list[str]] = {}
+    for f in facts:
+        groups.setdefault(f.source, []).append(f.sentence)
+    docs = []
+    for title, sentences in list(groups.items())[:k]:
+        text = _truncate(" ".join(sentences), max_doc_chars)
+        docs.append(Document(id=doc_id(title, text), title=title, text=text))
+    return docs
 
 
-def repair(docs: list[Document], request: SearchRequest, mode: str, max_doc_chars: int) -> list[Document]:
-    """Make a failing result pass the gate.
+def fallback_documents(knowledge: Knowledge, mode: str, k: int, max_doc_chars: int) -> list[Document]:
+    """Documents written from the knowledge's facts alone, one per article, at most `k`.
 
-    Useful: the answer sentence goes at the front of the first document (a new document titled by
-    the query when there is none), so truncation cannot cut it. Noisy: every alias is redacted from
-    titles and texts; a document that would still leak (exotic unicode) is dropped.
+    Useful: every fact, grouped by the article that states it (the answer is there exactly where
+    the query reached it). Noisy: only the facts of the reached articles that involve no queried
+    entity and do not state the answer. No facts (a garbage query, `answer_hint`, `none`): no
+    documents.
     """
-    if mode == USEFUL:
-        sentence = answer_sentence(request)
-        if not docs:
-            title = default_title(request.query)
-            text = _truncate(sentence, max_doc_chars)
-            return [Document(id=doc_id(title, text), title=title, text=text)]
-        first = docs[0]
-        text = _truncate(f"{sentence} {first.text}", max_doc_chars)
-        return [Document(id=doc_id(first.title, text), title=first.title, text=text), *docs[1:]]
-    out = []
-    for d in docs:
-        title = redact_answers(d.title, request.answers)
-        text = redact_answers(d.text, request.answers)
-        fixed = Document(id=doc_id(title, text), title=title, text=text)
-        if not doc_contains_answer(fixed, request.answers):
-            out.append(fixed)
-    return out
+    facts = list(knowledge.facts)
+    if mode == NOISY:
+        facts = [f for f in facts
+                 if not any(names_entity(f"{f.subject} {f.object}", e) for e in knowledge.entities)
+                 and not mentions(f.sentence, knowledge.answers)]
+    return _by_source(facts, k, max_doc_chars)

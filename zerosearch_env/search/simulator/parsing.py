@@ -92,14 +92,14 @@ def default_title(query: str) -> str:
     return _truncate(_clean(query), 80) or "Search result"
 
 
-def parse_documents(text: str, k: int, query: str = "", max_doc_chars: int = 600) -> list[Document]:
-    """Parse generated text into at most `k` documents, never inventing any.
+def parse_segments(text: str, k: int, max_doc_chars: int = 600) -> list[tuple[str | None, str]]:
+    """Parse generated text into at most `k` (title or None, body) pairs, never inventing any.
 
     Understands "Doc 1: ...", "Doc 1 (Title: T) ...", "Document 1 ...", "1. ...", "1) ...",
     "[1] ...", markdown decorations, "Title: T" lines, bold or heading titles, and unnumbered
     paragraphs (a leading "Here are ...:" preamble is dropped). Too many documents are truncated to
-    `k`; too few are returned as they are; empty output gives []. Each text is capped at
-    `max_doc_chars`. Titles default to the query.
+    `k`; too few are returned as they are; empty output gives []. Each body is capped at
+    `max_doc_chars`, each title at 200 characters.
     """
     if not isinstance(text, str) or k <= 0:
         return []
@@ -107,15 +107,24 @@ def parse_documents(text: str, k: int, query: str = "", max_doc_chars: int = 600
     if not text.strip():
         return []
     segments, numbered = _segments(text)
-    docs: list[Document] = []
+    out: list[tuple[str | None, str]] = []
     for seg in segments:
         title, body = _split_title(seg, numbered)
         body = _BODY_LABEL.sub("", _LEADING_SEP.sub("", body), count=1)
         body = _truncate(_clean(body), max_doc_chars)
         if not body or body.lower() in _PLACEHOLDERS:
             continue  # empty, or the prompt's format line echoed back
-        title = _truncate(title, 200) if title and title.lower() not in _PLACEHOLDERS else default_title(query)
-        docs.append(Document(id=doc_id(title, body), title=title, text=body))
-        if len(docs) == k:
+        out.append((_truncate(title, 200) if title and title.lower() not in _PLACEHOLDERS else None, body))
+        if len(out) == k:
             break
+    return out
+
+
+def parse_documents(text: str, k: int, query: str = "", max_doc_chars: int = 600) -> list[Document]:
+    """`parse_segments` as documents, an untitled one titled with the query (the oracle ablation's
+    way; the grounded simulator titles documents from its knowledge instead)."""
+    docs = []
+    for title, body in parse_segments(text, k, max_doc_chars):
+        title = title or default_title(query)
+        docs.append(Document(id=doc_id(title, body), title=title, text=body))
     return docs
