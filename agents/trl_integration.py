@@ -119,12 +119,13 @@ class SearchRollout:
         self.calls = 0
 
     def dataset_rows(self, tasks: Sequence[Task] | None = None) -> list[dict]:
-        """Rows for a `datasets.Dataset` (`prompt`, `answers`, `task_id`, `kind`), one per task of
-        `tasks` in their order (default: the rollout's tasks)."""
+        """Rows for a `datasets.Dataset` (`prompt`, `answers`, `task_id`, `kind`, `supporting_titles`),
+        one per task of `tasks` in their order (default: the rollout's tasks)."""
         from zerosearch_env.prompts import build_prompt
 
         return [{"prompt": build_prompt(t.question, calibration=self.env_config.calibration),
-                 "answers": list(t.answers), "task_id": t.id, "kind": t.kind}
+                 "answers": list(t.answers), "task_id": t.id, "kind": t.kind,
+                 "supporting_titles": list(t.supporting_titles)}
                 for t in (self.tasks if tasks is None else tasks)]
 
     def vec_env(self, n: int):
@@ -295,6 +296,7 @@ class SearchToolEnv:
         self.env_config = _env_config(env_config)
         self.question: str = ""
         self.answers: list[str] = []
+        self.supporting_titles: tuple[str, ...] = ()  # the task's hop articles (the simulator's knowledge reads them)
         self.final_answer: str | None = None
         self.num_searches = 0
         self.episode_id = ""
@@ -328,6 +330,7 @@ class SearchToolEnv:
         """Start an episode for one dataset row."""
         self.question = str(row.get("question") or row.get("prompt") or "")
         self.answers = _golds(row.get("answers"))
+        self.supporting_titles = tuple(str(t) for t in row.get("supporting_titles") or ())
         self.final_answer = None
         self.num_searches = 0
         self.search_infos = []
@@ -349,7 +352,8 @@ class SearchToolEnv:
         if act.kind != "search":
             return f"Invalid search: {act.reason}."
         req = SearchRequest(query=act.content, top_k=self.env_config.top_k, question=self.question,
-                            answers=tuple(self.answers), episode_id=self.episode_id, search_index=self.num_searches)
+                            answers=tuple(self.answers), episode_id=self.episode_id, search_index=self.num_searches,
+                            supporting_titles=self.supporting_titles)
         self.num_searches += 1
         (docs,), (info,) = self.backend.search_with_info([req])
         self.search_infos.append(info)

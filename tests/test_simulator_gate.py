@@ -312,3 +312,20 @@ def test_real_small_model_grounded_on_the_world(world, wk, capsys):
               f"engine-failure share {s['engine_failure_share']:.2f}")
     for d, r in zip(docs, reqs):
         assert contains_answer(d, r.answers) == bool(wk.lookup(r).reached_answer)
+
+
+def test_trl_search_tool_sends_the_rows_supporting_titles():
+    from agents.trl_integration import SearchToolEnv
+
+    seen: list[SearchRequest] = []
+    cfg = EnvConfig(backend="bm25", top_k=1)
+    SearchToolEnv._shared[cfg.model_dump_json()] = FunctionSearch(lambda reqs: seen.extend(reqs) or [[] for _ in reqs])
+    try:
+        env = SearchToolEnv(cfg)
+        env.reset(question="Q?", answers=["a"], task_id="t", supporting_titles=["First Hop", "Second Hop"])
+        env.search("first hop")
+        env.reset(question="Q?", answers=["a"], task_id="u")
+        env.search("other")
+    finally:
+        SearchToolEnv._shared.pop(cfg.model_dump_json())
+    assert [r.supporting_titles for r in seen] == [("First Hop", "Second Hop"), ()]

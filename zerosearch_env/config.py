@@ -29,6 +29,11 @@ class EnvConfig(BaseModel):
     `dataset` is "world" (the built-in fictional world, generated from `world_seed`) or a path to
     a FlashRAG-style JSONL / Search-R1 parquet file. `backend` names a search backend ("bm25",
     "simulator", "dense", "retriever", "web"); `backend_options` are passed to its `from_config`.
+    For the simulator, `backend_options["knowledge"]` says what it knows about a query: "world"
+    (the default for the built-in world: the facts of the entities the query names), "answer_hint"
+    (the default for a loaded data set: the question, and the gold answer once the query reaches
+    the answer-bearing article), "none" (the engine's own memory) or "oracle" (an ablation: the
+    answer in every useful result whatever the query); see `SimulatedSearch.from_config`.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
