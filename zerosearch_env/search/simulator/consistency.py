@@ -2,7 +2,8 @@
 the world (a hallucination)?
 
 A sentence makes a claim when it names a known subject (`Knowledge.known`: a name or alias with a
-relation) and, after it, a cue phrase of that relation ("born in", "worked for", "founded by",
+relation) and, after it with no other name (a capitalised word) or possessive in between, a cue
+phrase of that relation ("born in", "worked for", "founded by",
 "headquartered in", "flows through", "capital ... is", "currency ... is", "published in", ...). The
 claimed object is the phrase after the cue, up to the next punctuation or clause word. It is
 consistent when an accepted object occurs in that phrase. It contradicts the world when none does
@@ -14,9 +15,14 @@ the check prefers missing a contradiction to flagging a true sentence.
 
 Measured on the hand-labelled sample in tests/data/consistency_sample.json (40 documents about
 world 0's entities: 20 consistent, paraphrased or with distractor names, years and other subjects;
-20 with one contradicting claim; tests/test_simulator_gate.py::test_consistency_precision): precision
+20 with one contradicting claim; tests/test_simulator_gate.py::test_consistency_precision_on_the_hand_labelled_sample): precision
 1.00 (17 of 17 flagged documents contradict the world), recall 0.85 (17 of 20 contradicting
-documents flagged).
+documents flagged; the three missed state the claim in a form the cues do not cover: "the main
+office is in X", "X was the birthplace of Y", "in the country of X"). The sample was written by the
+author of the cues, so treat these as an upper bound for a model's paraphrases. World 0's own 1440
+articles, checked against the knowledge of a query for their titles, are never flagged
+(tests/test_simulator_gate.py::test_consistency_never_flags_the_worlds_own_articles); a check costs
+about 0.7 ms per document on one core.
 """
 
 from __future__ import annotations
