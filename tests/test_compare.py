@@ -121,3 +121,17 @@ def test_compare_simulator_noise_levels_tiny_model(world, tiny_model_dir, tmp_pa
     assert "priced at the GPU rate" in format_table(report).splitlines()[-1]
     assert p0["backend_calls"] <= p0["searches"]
     assert save_report(report, tmp_path)["png"].exists()
+
+
+def test_compare_builds_the_simulator_with_the_knowledge_option(tiny_model_dir, capsys):
+    from agents.compare import build_backend
+
+    (spec,) = parse_backend_specs("sim:0")
+    opts = {"model": str(tiny_model_dir), "dtype": "float32"}
+    assert build_backend(spec, EnvConfig(), simulator_options=opts).knowledge_name == "world"
+    assert build_backend(spec, EnvConfig(dataset="data.jsonl"), simulator_options=opts).knowledge_name == "answer_hint"
+    oracle = build_backend(spec, EnvConfig(), simulator_options={**opts, "knowledge": "oracle"})
+    assert oracle.knowledge_name == "oracle"
+    with pytest.raises(SystemExit):
+        main(["compare", "--sim-knowledge", "wiki"])
+    assert "invalid choice: 'wiki'" in capsys.readouterr().err

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim-base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
     parser.add_argument("--sim-device", default="cpu")
     parser.add_argument("--sim-words-per-doc", type=int, default=40)
+    parser.add_argument("--sim-knowledge", default=None, choices=("world", "answer_hint", "none", "oracle"),
+                        help="what the simulator knows about a query (default: world for the built-in world, "
+                             "answer_hint for a data file; oracle = the answer whatever the query, an ablation)")
     parser.add_argument("--gpu-usd-per-hour", type=float, default=2.50, help="simulator cost basis")
     parser.add_argument("--cpu-usd-per-hour", type=float, default=0.05, help="local retrieval cost basis")
     parser.add_argument("--web-usd-per-1k", type=float, default=None, help="web API price (default: provider's)")
@@ -134,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"zerosearch compare: {e}", file=sys.stderr)
         return 2
     sim_opts = {"engine": args.sim_engine, "words_per_doc": args.sim_words_per_doc}
+    if args.sim_knowledge:
+        sim_opts["knowledge"] = args.sim_knowledge
     if args.sim_model:
         sim_opts["model"] = args.sim_model
     if args.sim_base_url:

@@ -1,5 +1,5 @@
-"""`SimulatedSearch`: an LLM writes the search results (the ZeroSearch idea), with a noise
-curriculum and a verification gate.
+"""`SimulatedSearch`: an LLM writes the search results (the ZeroSearch idea) from what it knows
+about the query (a knowledge source), with a noise curriculum and a verification gate.
 
 The package, one piece per module: `noise` (the per-call useful/noisy draw and sampling seeds),
 `prompts` (what the engine is asked), `parsing` (generated text -> documents), `gate` (the
