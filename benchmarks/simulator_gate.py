@@ -1,5 +1,7 @@
-"""The verification gate with the default small model: how often the simulator gets it right on
-the first try, and what the gate leaves after regenerations and repairs.
+"""The oracle ablation's answer-checking gate (`knowledge="oracle"`: the gold answer in every useful
+prompt) with the default small model: how often the simulator gets it right on the first try, and
+what the gate leaves after regenerations and repairs. The grounded simulator's gate (knowledge
+sources, fallback) is tested in tests/test_simulator_gate.py.
 
     python benchmarks/simulator_gate.py            # 64 test questions of the built-in world
 
@@ -69,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     t_start = time.perf_counter()
     for mode, p in (("useful", 0.0), ("noisy", 1.0)):
         sim = SimulatedSearch(engine, curriculum=ConstantCurriculum(p), seed=args.seed, words_per_doc=args.words_per_doc,
-                              max_regenerations=args.max_regenerations, sampling=sampling)
+                              max_regenerations=args.max_regenerations, sampling=sampling, knowledge="oracle")
         reqs = [SearchRequest(t.question, top_k=args.top_k, question=t.question, answers=t.answers,
                               episode_id=f"gate-{t.id}", search_index=0) for t in tasks]
         rows = []
