@@ -331,8 +331,8 @@ class SimulatedSearch(SearchBackend):
             self._warned = self._warned or warn
         if warn:
             message = (f"simulator engine {getattr(self.engine, 'name', '?')}: {failures} of {outputs} outputs failed "
-                       f"(exception, timeout, None or empty text; above {self.engine_failure_warn:.0%}); those results "
-                       "are knowledge fallbacks, see stats()['engine_failures']")
+                       f"(exception, timeout, None or empty text; above {self.engine_failure_warn:.0%}); their results "
+                       "are marked engine_failure in the info, see stats()['engine_failures']")
             logger.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
         infos = [{"mode": j.mode, "p_noisy": j.p_noisy, "knowledge": self.knowledge_name, "gate": j.gate,
@@ -343,7 +343,9 @@ class SimulatedSearch(SearchBackend):
 
     def stats(self) -> dict:
         """Cumulative counters, first-try gate pass rates per mode, the fallback share (of
-        requests) and the engine-failure share (of engine outputs)."""
+        requests) and the engine-failure share (of engine outputs). `failed_<check>` counts the
+        results that still failed a check after the regenerations (then replaced or flagged);
+        `engine_failure_fallbacks` those of them whose last engine output was missing."""
         with self._lock:
             c = dict(self._counts)
         for mode in (USEFUL, NOISY):
