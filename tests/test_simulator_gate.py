@@ -199,13 +199,25 @@ def test_useful_results_must_name_the_queried_entity_and_state_a_reached_answer(
     assert info["reason"] == "answer_missing" and contains_answer(docs, t.answers)
 
 
+def test_a_document_that_copies_the_prompt_is_replaced(wk, bridge):
+    t = bridge[0]
+    first = t.supporting_titles[0]
+    kn = wk.lookup(request(t, first))
+    echo = CannedEngine(lambda *a: f"Doc 1 (Title: {first}) The search index holds these facts for the query: "
+                                   + " ".join(kn.sentences))
+    sim = SimulatedSearch(echo, curriculum=Fixed(0.0), knowledge=wk, max_regenerations=0)
+    (docs,), (info,) = sim.search_with_info([request(t, first)])
+    assert info["reason"] == "prompt_echo" and info["fallback"] and sim.stats()["failed_prompt_echo"] == 1
+    assert not any("search index" in d.text for d in docs)
+
+
 def test_consistency_precision_on_the_hand_labelled_sample(wk, capsys):
     """The figures quoted in consistency.py's docstring."""
     rows = json.loads(SAMPLE.read_text())["documents"]
-    assert len(rows) == 40 and sum(r["contradicts"] for r in rows) == 20
+    assert len(rows) == 44 and sum(r["contradicts"] for r in rows) == 22
     flagged = [bool(contradictions(r["text"], wk.lookup(SearchRequest(r["query"], top_k=3)))) for r in rows]
     tp = sum(f and r["contradicts"] for f, r in zip(flagged, rows))
-    precision, recall = tp / sum(flagged), tp / 20
+    precision, recall = tp / sum(flagged), tp / 22
     with capsys.disabled():
         print(f"\nconsistency check on {len(rows)} hand-labelled documents: precision {precision:.2f} "
               f"({tp} of {sum(flagged)} flagged), recall {recall:.2f}")

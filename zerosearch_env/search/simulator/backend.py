@@ -73,7 +73,8 @@ class _Job:
 _COUNTERS = ("requests", "useful", "noisy", "useful_first_pass", "noisy_first_pass", "useful_gated", "noisy_gated",
              "ungated", "regenerations", "repairs", "flags", "engine_calls", "empty_results", "fallbacks",
              "engine_outputs", "engine_failures", "engine_failure_fallbacks", "failed_leak", "failed_consistency",
-             "failed_relevance", "failed_answer_missing", "failed_engine_failure", "failed_answer")
+             "failed_relevance", "failed_answer_missing", "failed_engine_failure", "failed_answer",
+             "failed_prompt_echo")
 
 
 class SimulatedSearch(SearchBackend):

@@ -1,28 +1,32 @@
 """The gate's consistency check: does a document state a fact about a known entity that contradicts
 the world (a hallucination)?
 
-A sentence makes a claim when it names a known subject (`Knowledge.known`: a name or alias with a
-relation) and, after it with no other name (a capitalised word) or possessive in between, a cue
-phrase of that relation ("born in", "worked for", "founded by",
+A sentence makes a claim when it names a known subject (`Knowledge.known`: a name or alias with its
+relations) and, after it, a cue phrase of a relation ("born in", "worked for", "founded by",
 "headquartered in", "flows through", "capital ... is", "currency ... is", "published in", ...). The
-claimed object is the phrase after the cue, up to the next punctuation or clause word. It is
+subject must be the claim's: not right after a preposition (then it is an earlier claim's object),
+and with no other name (a capitalised word) and no possessive between it and the cue. The claimed
+object is the phrase after the cue, up to the next punctuation or clause word. The claim is
 consistent when an accepted object occurs in that phrase. It contradicts the world when none does
 and the phrase starts with a name (a capitalised word, after "the", "city of", ...) for a relation
-whose objects are names, or with a number for one whose objects are numbers, and no known subject
-of the sentence with that relation accepts it. Anything else ("born in a small town", "born in
-1843" for the birthplace, a pronoun subject, the object before the subject) claims nothing here:
-the check prefers missing a contradiction to flagging a true sentence.
+whose objects are names, or with a number for one whose objects are numbers; or when the world
+gives the entity no such relation at all and the cue is specific (`_CLOSED`: "Shybrox was founded
+by X" for a city; the world is closed, so such a fact is invented). A sentence is flagged only when
+no subject it may be about agrees. Anything else ("born in a small town", "born in 1843" for the
+birthplace, a pronoun subject, the object before the subject) claims nothing here: the check
+prefers missing a contradiction to flagging a true sentence.
 
-Measured on the hand-labelled sample in tests/data/consistency_sample.json (40 documents about
-world 0's entities: 20 consistent, paraphrased or with distractor names, years and other subjects;
-20 with one contradicting claim; tests/test_simulator_gate.py::test_consistency_precision_on_the_hand_labelled_sample): precision
-1.00 (17 of 17 flagged documents contradict the world), recall 0.85 (17 of 20 contradicting
-documents flagged; the three missed state the claim in a form the cues do not cover: "the main
-office is in X", "X was the birthplace of Y", "in the country of X"). The sample was written by the
-author of the cues, so treat these as an upper bound for a model's paraphrases. World 0's own 1440
-articles, checked against the knowledge of a query for their titles, are never flagged
+Measured on the hand-labelled sample in tests/data/consistency_sample.json (44 documents about
+world 0's entities: 22 consistent, paraphrased or with distractor names, years and other subjects;
+22 with one contradicting or invented claim, one of them written by SmolLM2-135M-Instruct as the
+simulator; tests/test_simulator_gate.py::test_consistency_precision_on_the_hand_labelled_sample):
+precision 1.00 (19 of 19 flagged documents contradict the world), recall 0.86 (19 of 22; the three
+missed state the claim in a form the cues do not cover: "the main office is in X", "X was the
+birthplace of Y", "in the country of X"). The sample was written by the author of the cues, so
+treat these as an upper bound for a model's paraphrases. World 0's own 1440 articles, checked
+against the knowledge of a query for their titles, are never flagged
 (tests/test_simulator_gate.py::test_consistency_never_flags_the_worlds_own_articles); a check costs
-about 0.7 ms per document on one core.
+about 1 ms per document on one core.
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ _CUES: dict[str, str] = {
     "sea": r"\bflows?\s+into\b|\bempties\s+into\b",
 }
 _CUE_RE = {rel: re.compile(cue, re.IGNORECASE) for rel, cue in _CUES.items()}
+# relations one cue may express, by subject ("founded in" for a city: its establishment)
+_SAME = {"founded_year": ("founded_year", "established"), "established": ("established", "founded_year"),
+         "located_in": ("located_in", "headquartered_in"), "headquartered_in": ("headquartered_in", "located_in")}
+_OBJECT_MARKERS = frozenset("in for by of from through into at and with to near".split())
+# cues specific enough that claiming one about an entity the world gives no such fact is an
+# invention (the world is closed); "based in", "located in" are not ("X was based in Y" for a person)
+_CLOSED = frozenset({"born_in", "birth_year", "capital", "flows_through", "member_of", "founded_by", "founded_year",
+                     "written_by", "published_year", "established", "currency", "sea"})
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 _WORD = re.compile(r"[^\W_]+")
 # the object phrase ends at punctuation or at a clause word
@@ -85,8 +97,9 @@ def _words(sentence: str) -> list[tuple[str, str, int]]:
 
 
 def _subject_of_cue(words: list[tuple[str, str, int]], subject: str, cue_end: int) -> bool:
-    """Is `subject` the claim's subject: named before the end of the cue, with no other name (a
-    capitalised word) and no possessive between its last mention and the cue?"""
+    """Is `subject` the claim's subject: named before the end of the cue, not right after a
+    preposition (then it is an earlier claim's object), with no other name (a capitalised word)
+    and no possessive between its last mention and the cue?"""
     before = [w for w in words if w[2] < cue_end]
     folded = [w[0] for w in before]
     seq = subject.split()
@@ -94,10 +107,32 @@ def _subject_of_cue(words: list[tuple[str, str, int]], subject: str, cue_end: in
     last = max((i for i in range(len(folded) - n + 1) if folded[i:i + n] == seq), default=None)
     if last is None:
         return False
+    start = last  # the start of the name the mention belongs to ("Drovkim Fiskiash" for "Fiskiash")
+    while start > 0 and before[start - 1][1][:1].isupper() and before[start - 1][0] not in STOPWORDS:
+        start -= 1
+    if start > 0 and folded[start - 1] in _OBJECT_MARKERS:  # "born in X and worked for": X is an object
+        return False
     between = before[last + n:]
     if between and between[0][0] == "s":  # "X's daughter was born in ...": not a claim about X
         return False
     return not any(orig[:1].isupper() and fold not in STOPWORDS for fold, orig, _ in between)
+
+
+def _verdict(knowledge: Knowledge, subject: str, cue_relation: str, phrase: str) -> tuple[str, str] | None:
+    """(relation, claimed object) when `phrase`, after a `cue_relation` cue about `subject`,
+    contradicts the world; None when it agrees or claims nothing."""
+    relation = next((r for r in _SAME.get(cue_relation, (cue_relation,)) if (subject, r) in knowledge.known), None)
+    if relation is None:
+        if cue_relation not in _CLOSED:
+            return None
+        # the world gives this entity no such fact, and it is closed: an invented one
+        claimed = _claimed(phrase, numeric=False) or _claimed(phrase, numeric=True)
+        return None if claimed is None else (cue_relation, claimed)
+    accepted = knowledge.known[(subject, relation)]
+    if any(_contains(name_tokens(phrase), o.split()) for o in accepted):
+        return None
+    claimed = _claimed(phrase, numeric=_numeric(accepted))
+    return None if claimed is None else (relation, claimed)
 
 
 def sentence_contradictions(sentence: str, knowledge: Knowledge) -> list[tuple[str, str, str]]:
@@ -105,28 +140,22 @@ def sentence_contradictions(sentence: str, knowledge: Knowledge) -> list[tuple[s
     tokens = name_tokens(sentence)
     if not tokens:
         return []
-    found = []
-    by_relation: dict[str, list[str]] = {}
-    for (subject, relation) in knowledge.known:
-        if relation in _CUE_RE and _contains(tokens, subject.split()):
-            by_relation.setdefault(relation, []).append(subject)
+    present = sorted({s for s, _ in knowledge.known if _contains(tokens, s.split())})
+    if not present:
+        return []
     words = _words(sentence)
-    for relation, subjects in by_relation.items():
-        for cue in _CUE_RE[relation].finditer(sentence):
-            named = [s for s in subjects if _subject_of_cue(words, s, cue.end())]
+    found = []
+    for cue_relation, cue_re in _CUE_RE.items():
+        for cue in cue_re.finditer(sentence):
+            named = [s for s in present if _subject_of_cue(words, s, cue.end())]
             if not named:
                 continue
             rest = sentence[cue.end():]
             end = _PHRASE_END.search(rest)
             phrase = rest[: end.start()] if end else rest
-            phrase_tokens = name_tokens(phrase)
-            accepted = [knowledge.known[(s, relation)] for s in named]
-            if any(_contains(phrase_tokens, o.split()) for objs in accepted for o in objs):
-                continue
-            claimed = _claimed(phrase, numeric=_numeric(accepted[0]))
-            if claimed is None:
-                continue
-            if all(knowledge.contradicts(s, relation, claimed) for s in named):
+            verdicts = [_verdict(knowledge, s, cue_relation, phrase) for s in named]
+            if all(verdicts):  # no subject the sentence may be about agrees with it
+                relation, claimed = verdicts[0]
                 found.append((named[0], relation, claimed.strip()))
     return found
 

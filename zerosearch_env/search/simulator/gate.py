@@ -3,6 +3,7 @@
 
 - leakage: the final answer (the gold aliases) appears only where `knowledge.reached_answer` is
   True, and never in a noisy result;
+- no document copies the prompt ("The search index holds these facts ...", a small model's habit);
 - consistency: no document states a fact about a known entity that contradicts the world
   (`consistency.contradictions`);
 - relevance (useful results): a document names a queried entity (`knowledge.entities`) or states
@@ -24,8 +25,11 @@ from zerosearch_env.search.simulator.consistency import contradictions
 from zerosearch_env.search.simulator.noise import NOISY
 from zerosearch_env.search.simulator.parsing import _truncate, doc_id
 
-LEAK, CONSISTENCY, RELEVANCE, ANSWER_MISSING, ENGINE_FAILURE = (
-    "leak", "consistency", "relevance", "answer_missing", "engine_failure")
+LEAK, ECHO, CONSISTENCY, RELEVANCE, ANSWER_MISSING, ENGINE_FAILURE = (
+    "leak", "prompt_echo", "consistency", "relevance", "answer_missing", "engine_failure")
+# pieces of `prompts.grounded_messages` that a small model copies into its documents
+_PROMPT_PIECES = ("search index holds", "search query:", "searcher is trying to answer", "use exactly this format",
+                  "documents of about", "(title: <title>)")
 
 
 def names_entity(text: str, name: str) -> bool:
@@ -47,11 +51,13 @@ def _doc_text(doc: Document) -> str:
 
 
 def check(docs: Sequence[Document], knowledge: Knowledge, mode: str) -> str | None:
-    """The first check a result fails (`LEAK`, `CONSISTENCY`, `RELEVANCE`, `ANSWER_MISSING`), or
-    None when it passes."""
+    """The first check a result fails (`LEAK`, `ECHO`: a document copies the prompt, `CONSISTENCY`,
+    `RELEVANCE`, `ANSWER_MISSING`), or None when it passes."""
     texts = [_doc_text(d) for d in docs]
     if (mode == NOISY or knowledge.reached_answer is False) and any(mentions(t, knowledge.answers) for t in texts):
         return LEAK
+    if any(piece in t.lower() for t in texts for piece in _PROMPT_PIECES):
+        return ECHO
     if any(contradictions(t, knowledge) for t in texts):
         return CONSISTENCY
     if mode == NOISY:
