@@ -373,7 +373,8 @@ def test_from_config_builds_a_cached_simulator(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_real_small_model_useful_and_noisy():
-    """The default SmolLM2-135M-Instruct as the simulator: one useful and one noisy request in one call."""
+    """The default SmolLM2-135M-Instruct as the oracle ablation's simulator: one useful and one noisy
+    request in one call (the grounded one: tests/test_simulator_gate.py)."""
     import torch
 
     from zerosearch_env.data import load_tasks
@@ -389,7 +390,7 @@ def test_real_small_model_useful_and_noisy():
     try:
         eng = TransformersEngine()
         sim = SimulatedSearch(eng, curriculum=Fixed(0.5), words_per_doc=15, max_regenerations=0,
-                              sampling=SamplingParams(max_new_tokens=40, seed=0))
+                              sampling=SamplingParams(max_new_tokens=40, seed=0), knowledge="oracle")
         reqs = [SearchRequest(task.question, question=task.question, answers=task.answers, episode_id=e)
                 for e in (useful_id, noisy_id)]
         docs, infos = sim.search_with_info(reqs)
