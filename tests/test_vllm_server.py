@@ -73,7 +73,8 @@ def test_simulated_search_against_vllm_serve(vllm_url):
     reqs = [SearchRequest("Eiffel Tower height", top_k=3, question="How tall is the Eiffel Tower?",
                           answers=("330 metres",), episode_id=f"ep{i}") for i in range(4)]
     for p_noisy, mode in ((0.0, "useful"), (1.0, "noisy")):
-        sim = SimulatedSearch(eng, curriculum=ConstantCurriculum(p_noisy), seed=0, words_per_doc=30)
+        # the oracle ablation: the answer in every useful result (repaired if needed), as asserted below
+        sim = SimulatedSearch(eng, curriculum=ConstantCurriculum(p_noisy), seed=0, words_per_doc=30, knowledge="oracle")
         results, infos = sim.search_with_info(reqs)
         assert len(results) == 4 and all(1 <= len(docs) <= 3 for docs in results)
         assert all(d.text.strip() for docs in results for d in docs)
