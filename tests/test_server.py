@@ -217,33 +217,95 @@ def test_serve_bm25_world_subprocess():
         proc.wait(timeout=10)
 
 
-def test_serve_simulator_with_curriculum_and_set_step(tiny_model_dir):
-    """`zerosearch serve --backend simulator`: the curriculum moves with POST /set_step, and the
-    gold answers a trainer may send shape useful (step 0, p=0) vs noisy (step 10, p=1) results."""
-    curriculum = json.dumps({"type": "linear", "p_start": 0.0, "p_end": 1.0, "total_steps": 10})
-    # the oracle ablation: the gold answers a trainer sends are stated whatever the query (grounding
-    # serve's documents is issue 13 item 5)
-    proc, url = _start_serve("--backend", "simulator", "-o", "knowledge=oracle", "-o", f"model={tiny_model_dir}",
-                             "-o", f"curriculum={curriculum}",
-                             "-o", "words_per_doc=8", "-o", "max_regenerations=0", "-o", "max_new_tokens=48",
-                             "--batch-window-ms", "10")
-    try:
-        body = {"queries": ["capital of Ostrand", "Ostrand capital city"], "topk": 2, "return_scores": True,
-                "questions": ["What is the capital of Ostrand?"] * 2, "golden_answers": [["Velmora"], ["Velmora"]]}
-        assert httpx.get(url + "/health", timeout=60).json()["backend_stats"]["p_noisy"] == 0.0
-        useful = httpx.post(url + "/retrieve", json=body, timeout=300).json()["result"]
-        assert len(useful) == 2 and all(1 <= len(lst) <= 2 for lst in useful)
-        assert all(any("Velmora" in item["document"]["contents"] for item in lst) for lst in useful)
+# world 0 (serve's default data set) has the country Yanquisene: "The capital of Yanquisene is Vrexmou."
+WORLD_ENTITY, WORLD_FACT = "Yanquisene", "Vrexmou"
 
-        r = httpx.post(url + "/set_step", json={"step": 10}, timeout=120)
-        assert r.status_code == 200 and r.json()["backend_stats"]["p_noisy"] == 1.0
-        noisy = httpx.post(url + "/retrieve", json=body, timeout=300).json()["result"]
-        assert not any("Velmora" in item["document"]["contents"] for lst in noisy for item in lst)
-        stats = httpx.get(url + "/health", timeout=60).json()
-        assert stats["backend_stats"]["training_step"] == 10 and stats["stats"]["backend_calls"] == 2
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+
+@pytest.fixture(scope="module")
+def simulator_server(tiny_model_dir):
+    """`zerosearch serve --backend simulator` with its defaults (the built-in world, knowledge
+    'world') on the tiny random model, whose text fails the gate: useful results are the
+    knowledge's fallback (the queried entity's facts), noisy ones never name the entity.
+    p(noisy) = step / 10 through POST /set_step."""
+    curriculum = json.dumps({"type": "linear", "p_start": 0.0, "p_end": 1.0, "total_steps": 10})
+    proc, url = _start_serve("--backend", "simulator", "-o", f"model={tiny_model_dir}", "-o", f"curriculum={curriculum}",
+                             "-o", "words_per_doc=8", "-o", "max_regenerations=0", "-o", "max_new_tokens=16",
+                             "--batch-window-ms", "10")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _set_step(url: str, step: int) -> None:
+    r = httpx.post(url + "/set_step", json={"step": step}, timeout=120)
+    assert r.status_code == 200 and r.json()["backend_stats"]["p_noisy"] == step / 10
+
+
+def _names_world_entity(results: list) -> bool:
+    return any(WORLD_ENTITY in item["document"]["contents"] for item in results)
+
+
+def _useful(url: str, body: dict) -> bool:
+    """Whether one call's (single) result list is useful: it names the queried world entity."""
+    r = httpx.post(url + "/retrieve", json={"topk": 2, "return_scores": True, **body}, timeout=300)
+    assert r.status_code == 200, r.text
+    (results,) = r.json()["result"]
+    return _names_world_entity(results)
+
+
+def test_serve_simulator_grounds_queries_in_the_world(simulator_server):
+    """With the default knowledge ('world') and no answers in the body, as skyrl-gym and GEM send:
+    a query naming a world entity gets that entity's facts (p=0) and none at p=1; an unrelated
+    query gets no world question's answer."""
+    from zerosearch_env.data.world import generate_world
+
+    url = simulator_server
+    _set_step(url, 0)
+    body = {"queries": [f"capital of {WORLD_ENTITY}", f"{WORLD_ENTITY.lower()} history"], "topk": 2,
+            "return_scores": True}
+    useful = httpx.post(url + "/retrieve", json=body, timeout=300).json()["result"]
+    assert len(useful) == 2 and all(1 <= len(lst) <= 2 and _names_world_entity(lst) for lst in useful)
+    assert all(any(WORLD_FACT in item["document"]["contents"] for item in lst) for lst in useful)
+
+    world = generate_world(0)
+    names = {e.name for e in world.entities}
+    answers = {a for t in world.tasks for a in t.answers if a in names}
+    assert len(answers) > 20
+    unrelated = httpx.post(url + "/retrieve", json={"query": "a good recipe for bread with basil", "topk": 3},
+                           timeout=300).json()["result"]
+    texts = [item["contents"] for lst in unrelated for item in lst]
+    assert not [a for a in answers for t in texts if a in t]
+
+    _set_step(url, 10)
+    noisy = httpx.post(url + "/retrieve", json=body, timeout=300).json()["result"]
+    assert not any(_names_world_entity(lst) for lst in noisy)
+    assert httpx.get(url + "/health", timeout=60).json()["backend_stats"]["training_step"] == 10
+
+
+def test_serve_simulator_draws_useful_or_noisy_per_call(simulator_server):
+    """The same query in separate calls without an episode id: never noisy at p=0, both useful and
+    noisy at p=0.5 (each call its own draw, not one draw per query text)."""
+    url = simulator_server
+    query = {"query": f"capital of {WORLD_ENTITY}"}
+    _set_step(url, 0)
+    assert all(_useful(url, query) for _ in range(6))
+    _set_step(url, 5)
+    useful = [_useful(url, query) for _ in range(40)]
+    assert 0.2 <= sum(useful) / len(useful) <= 0.8, useful
+
+
+def test_serve_simulator_keeps_a_client_episode_draw(simulator_server):
+    """A client-sent episode id (and search index) makes the draw reproducible: the same id gets
+    the same mode in every call; different ids still draw both modes."""
+    url = simulator_server
+    _set_step(url, 5)
+    modes = {}
+    for i in range(16):
+        body = {"query": f"capital of {WORLD_ENTITY}", "episode_id": f"trajectory-{i}", "search_index": 1}
+        first, second = _useful(url, body), _useful(url, body)
+        assert first == second, i
+        modes[i] = first
+    assert set(modes.values()) == {True, False}, modes
 
 
 def test_serve_cli_rejects_bad_arguments(capsys):
@@ -297,6 +359,80 @@ def test_golden_answers_are_per_query():
                     {"queries": ["q1"], "golden_answers": [["a1", 3]]},
                     {"queries": ["q1"], "golden_answers": [["a"]], "answers": [["b"]]}):
             assert httpx.post(url, json=bad, timeout=60).status_code == 422, bad
+
+def test_supporting_titles_are_per_query():
+    backend = RecordingSearch()
+    with BackgroundServer(create_app(backend, batch_window_ms=1)) as srv:
+        url = srv.url + "/retrieve"
+        body = {"queries": ["Kallen Labs founder", "Ostrand capital"],
+                "supporting_titles": [["Kallen Labs", "Ostrand"], []]}
+        assert httpx.post(url, json=body, timeout=60).status_code == 200
+        assert [r.supporting_titles for r in backend.seen] == [("Kallen Labs", "Ostrand"), ()]
+        backend.seen.clear()
+        r = httpx.post(url, json={"query": "Kallen Labs", "supporting_titles": ["Kallen Labs", "Ostrand"]}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert backend.seen[0].supporting_titles == ("Kallen Labs", "Ostrand")
+        backend.seen.clear()
+        for bad in ({"queries": ["q1", "q2"], "supporting_titles": ["A", "B"]},
+                    {"queries": ["q1", "q2"], "supporting_titles": [["A"]]},
+                    {"queries": ["q1"], "supporting_titles": [["A", 3]]},
+                    {"queries": ["q1"], "supporting_titles": "A"}):
+            r = httpx.post(url, json=bad, timeout=60)
+            assert r.status_code == 422, bad
+            assert "'supporting_titles' must hold one list of title strings per query" in r.json()["detail"], r.text
+        assert backend.seen == []
+
+
+def test_each_call_without_an_episode_id_gets_its_own_id():
+    """The server names every call without a client episode id uniquely (the simulator's per-call
+    useful/noisy draw keys on it); a client's episode id and search index are kept."""
+    backend = RecordingSearch()
+    with BackgroundServer(create_app(backend, batch_window_ms=1)) as srv:
+        url = srv.url + "/retrieve"
+        for _ in range(2):
+            assert httpx.post(url, json={"queries": ["Velmora", "Velmora"]}, timeout=60).status_code == 200
+        ids = [(r.episode_id, r.search_index) for r in backend.seen]
+        assert all(episode for episode, _ in ids) and len(set(ids)) == 4 and ids[0][0] == ids[1][0] != ids[2][0]
+        backend.seen.clear()
+        body = {"queries": ["Velmora", "Ostrand"], "episode_id": "traj-7", "search_index": 3}
+        assert httpx.post(url, json=body, timeout=60).status_code == 200
+        body = {"queries": ["Velmora", "Ostrand"], "episode_ids": ["a", "b"]}
+        assert httpx.post(url, json=body, timeout=60).status_code == 200
+        assert [(r.episode_id, r.search_index) for r in backend.seen] == [("traj-7", 3), ("traj-7", 4), ("a", 0), ("b", 1)]
+        for bad, needle in (({"query": "q", "episode_id": 3}, "'episode_id' must be a string"),
+                            ({"queries": ["q1", "q2"], "episode_ids": ["a"]}, "'episode_ids' must be a list of 2"),
+                            ({"query": "q", "episode_id": "e", "search_index": -1}, "'search_index'"),
+                            ({"query": "q", "search_index": 2}, "'search_index' needs 'episode_id'")):
+            r = httpx.post(url, json=bad, timeout=60)
+            assert r.status_code == 422 and needle in r.json()["detail"], (bad, r.text)
+
+
+def test_cached_simulator_behind_the_server_draws_per_call_and_caches_per_mode(tmp_path):
+    """Behind the server, a cached simulator at p=0.5 asked the same query 20 times draws both
+    modes, yet writes each (query, mode) once: the per-call id is not part of the cache key."""
+    from zerosearch_env.engines.base import LLMEngine
+    from zerosearch_env.search.cache import CachedSearch
+    from zerosearch_env.search.simulator import SimulatedSearch
+
+    class Counting(LLMEngine):
+        name = "counting"
+        prompts = 0
+
+        def generate(self, conversations, params=None, *, seeds=None):
+            Counting.prompts += len(conversations)
+            return ["Doc 1 (Title: Notes) Some text about Velmora." for _ in conversations]
+
+    class Half:
+        def probability(self, step: int) -> float:
+            return 0.5
+
+    backend = CachedSearch(SimulatedSearch(Counting(), curriculum=Half()), tmp_path / "cache.sqlite")
+    with BackgroundServer(create_app(backend, batch_window_ms=1)) as srv:
+        for _ in range(20):
+            assert httpx.post(srv.url + "/retrieve", json={"query": "Velmora"}, timeout=60).status_code == 200
+    stats = backend.stats()
+    assert stats["useful"] == 1 and stats["noisy"] == 1 and Counting.prompts == 2
+    assert stats["cache_misses"] == 2 and stats["cache_hits"] == 18
 
 
 def test_api_key_is_compared_in_constant_time(monkeypatch):

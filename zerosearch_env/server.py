@@ -9,7 +9,19 @@
   the same keys msgpack-encoded without a Content-Type (answered in msgpack with a flat `result`
   list). Optional extensions a trainer may send for the simulator: `question(s)`,
   `golden_answers` (alias `answers`: one list of answer strings per query, `[["a1"], ["a2"]]`; a
-  flat list of strings only for a single query) and `step`.
+  flat list of strings only for a single query), `supporting_titles` (the same shape: each query's
+  answer-supporting article titles in hop order), `episode_id` (one string for all queries) or
+  `episode_ids` (one per query) with `search_index` (the first query's index in its episode; query
+  i gets `search_index + i`), and `step`.
+- The simulator's knowledge (`backend_options.knowledge`) decides what a body must carry: "world"
+  (the default for the built-in world) needs only the query, as skyrl-gym, GEM and Search-R1 send
+  it; "answer_hint" needs each query's `golden_answers`, and its `supporting_titles` to be
+  hop-aware (the answer hinted only once the query names the last title).
+- Each call's useful/noisy draw: the simulator keys it on (episode id, search index). A call
+  without `episode_id(s)` gets a unique id from the server (a per-server random salt and a
+  counter), so the same query sent again draws again; a client's episode id keeps its draw
+  reproducible. Caches (`CachedSearch`) key on the drawn mode, not the id, so an identical
+  (query, mode) pair is still served from the cache.
 - `POST /set_step` `{"step": n}`: sets the backend's training step (the simulator's curriculum).
 - `GET /health`: liveness plus counters (requests, queries, backend calls, batches, rejections);
   with an API key set, the backend's name, identity (which may hold URLs) and stats only for a
@@ -28,10 +40,12 @@ compared in constant time).
 # of the handlers defined inside create_app.
 import contextlib
 import hmac
+import itertools
 import json
+import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zerosearch_env.batching import MicroBatcher
@@ -180,51 +194,75 @@ def parse_retrieve(payload: dict, packed: bool, limits: ServerLimits) -> ParsedR
     if step is not None and (not _is_int(step) or step < 0):
         raise RequestError(422, "'step' must be a non-negative integer")
 
-    questions = _questions(payload, len(queries))
-    answers = _answer_lists(payload, len(queries))
-    requests = [SearchRequest(query=q, top_k=topk, question=questions[i] if questions is not None else None,
-                              answers=tuple(answers[i]) if answers is not None else (), search_index=i, step=step)
+    n = len(queries)
+    questions = _strings_per_query(payload, "questions", "question", n) or [None] * n
+    answers = _answer_lists(payload, n) or [[]] * n
+    titles = _lists_per_query(payload, "supporting_titles", n, "title", '[["Hop 1", "Answer article"], []]')
+    titles = titles or [[]] * n
+    episodes = _strings_per_query(payload, "episode_ids", "episode_id", n) or [""] * n
+    first_index = payload.get("search_index", 0)
+    if not _is_int(first_index) or first_index < 0:
+        raise RequestError(422, "'search_index' must be a non-negative integer")
+    if "search_index" in payload and not any(episodes):
+        raise RequestError(422, "'search_index' needs 'episode_id' (or 'episode_ids'): it numbers an episode's searches")
+    requests = [SearchRequest(query=q, top_k=topk, question=questions[i], answers=tuple(answers[i]),
+                              supporting_titles=tuple(titles[i]), episode_id=episodes[i],
+                              search_index=first_index + i, step=step)
                 for i, q in enumerate(queries)]
     return ParsedRetrieve(requests, return_scores, single, packed, step)
 
 
-def _questions(payload: dict, n: int) -> list[str] | None:
-    """The optional `questions` (one string per query) or `question` (one string for all queries)."""
-    if "questions" in payload:
-        values = payload["questions"]
+def with_call_id(requests: list[SearchRequest], call_id: str) -> list[SearchRequest]:
+    """The requests, those without a client episode id given `call_id` (unique per call): the
+    simulator's useful/noisy draw keys on (episode id, search index), so each call draws anew
+    instead of one draw per query text."""
+    return [r if r.episode_id else replace(r, episode_id=call_id) for r in requests]
+
+
+def _strings_per_query(payload: dict, plural: str, singular: str, n: int) -> list[str] | None:
+    """The optional `plural` (one string per query) or `singular` (one string for all queries)."""
+    if plural in payload:
+        values = payload[plural]
         if not isinstance(values, list) or len(values) != n or not all(isinstance(v, str) for v in values):
-            raise RequestError(422, f"'questions' must be a list of {n} strings, one per query")
+            raise RequestError(422, f"'{plural}' must be a list of {n} strings, one per query")
         return values
-    if "question" in payload:
-        if not isinstance(payload["question"], str):
-            raise RequestError(422, "'question' must be a string")
-        return [payload["question"]] * n
+    if singular in payload:
+        if not isinstance(payload[singular], str):
+            raise RequestError(422, f"'{singular}' must be a string")
+        return [payload[singular]] * n
     return None
 
 
 def _answer_lists(payload: dict, n: int) -> list[list[str]] | None:
-    """The optional gold answers: one list of alias strings per query, under `golden_answers` or `answers`.
-
-    A flat list of strings is one query's aliases, so it is accepted only when there is one query:
-    for several it could mean one answer per query or one alias list for all, and is refused.
-    """
+    """The optional gold answers: one list of alias strings per query, under `golden_answers` or
+    `answers` (shape as `_lists_per_query`)."""
     keys = [k for k in ("golden_answers", "answers") if k in payload]
     if not keys:
         return None
     if len(keys) > 1:
         raise RequestError(422, "send the gold answers as 'golden_answers' or 'answers', not both")
-    key, values = keys[0], payload[keys[0]]
-    shape = (f"'{key}' must hold one list of answer strings per query ({n}), e.g. "
-             f'[["a1", "alias of a1"], ["a2"]] for two queries')
+    return _lists_per_query(payload, keys[0], n, "answer", '[["a1", "alias of a1"], ["a2"]]')
+
+
+def _lists_per_query(payload: dict, key: str, n: int, item: str, example: str) -> list[list[str]] | None:
+    """The optional `payload[key]`: one list of `item` strings per query (`example` for two queries).
+
+    A flat list of strings is one query's list, so it is accepted only when there is one query:
+    for several it could mean one string per query or one list for all, and is refused.
+    """
+    if key not in payload:
+        return None
+    values = payload[key]
+    shape = f"'{key}' must hold one list of {item} strings per query ({n}), e.g. {example} for two queries"
     if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
         if n == 1:
             return [values]
-        raise RequestError(422, f"{shape}; a flat list of strings is one query's aliases and is accepted "
+        raise RequestError(422, f"{shape}; a flat list of strings is one query's list and is accepted "
                                 f"only with a single query")
     if not isinstance(values, list) or len(values) != n:
         raise RequestError(422, shape)
-    for i, aliases in enumerate(values):
-        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+    for i, strings in enumerate(values):
+        if not isinstance(strings, list) or not all(isinstance(a, str) for a in strings):
             raise RequestError(422, f"{shape}; entry {i} is not a list of strings")
     return values
 
@@ -294,6 +332,8 @@ def create_app(backend: SearchBackend, *, api_key: str | None = None, batch_wind
     stats = ServerStats()
     batcher = MicroBatcher(search_batches(backend, stats), window_s=batch_window_ms / 1000.0, max_batch=max_batch,
                            size=len)
+    # call ids: a random salt per server, so a restarted server does not replay its draws
+    call_salt, call_numbers = secrets.token_hex(8), itertools.count()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -365,7 +405,7 @@ def create_app(backend: SearchBackend, *, api_key: str | None = None, batch_wind
             if parsed.step is not None:
                 backend.set_training_step(parsed.step)
             try:
-                results = await batcher.submit(parsed.requests)
+                results = await batcher.submit(with_call_id(parsed.requests, f"call:{call_salt}:{next(call_numbers)}"))
             except Exception as e:
                 return error(500, f"backend {backend.name!r} failed: {type(e).__name__}: {e}")
             lists = [[document_payload(d, parsed.return_scores) for d in docs] for docs in results]

@@ -6,7 +6,10 @@
 
 Trainers built on Search-R1, verl's search tool, SkyRL-gym or GEM point their search URL at
 `http://127.0.0.1:PORT/retrieve`. A trainer moves the simulator's noise curriculum with
-`POST /set_step {"step": n}`.
+`POST /set_step {"step": n}`. The simulator grounds its documents as the env does: with the
+built-in world's default knowledge ("world") a body needs only the query; `-o knowledge=answer_hint`
+needs per-query `golden_answers` (and `supporting_titles` to be hop-aware). Each call draws
+useful/noisy anew unless the body sends an `episode_id` (see `zerosearch_env.server`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ def noise_uniform(seed: int, episode_id: str, search_index: int, query: str = ""
     """A uniform number in [0, 1) from blake2b of (seed, episode_id, search_index).
 
     Requests without an episode id (direct `search` calls) are keyed by their query instead, so two
-    different anonymous queries do not share one draw. Never uses Python's salted `hash()`.
+    different anonymous queries do not share one draw; the retrieval server gives every call
+    without one a unique id (`server.with_call_id`), so a repeated query draws again. Never uses
+    Python's salted `hash()`.
     """
     key = episode_id if episode_id else "\x00query:" + query
     digest = hashlib.blake2b(f"{int(seed)}\x1f{key}\x1f{int(search_index)}".encode("utf-8"), digest_size=8).digest()
