@@ -382,6 +382,36 @@ def test_supporting_titles_are_per_query():
             assert "'supporting_titles' must hold one list of title strings per query" in r.json()["detail"], r.text
         assert backend.seen == []
 
+def test_served_answer_hint_is_hop_aware_with_supporting_titles():
+    """`knowledge=answer_hint` behind the server: with per-query `golden_answers` and
+    `supporting_titles`, the answer is hinted only to the query naming the answer-bearing article."""
+    from zerosearch_env.engines.base import LLMEngine
+    from zerosearch_env.search.knowledge import AnswerHintKnowledge
+    from zerosearch_env.search.simulator import SimulatedSearch
+
+    class Recording(LLMEngine):
+        name = "recording"
+
+        def __init__(self):
+            self.prompts: dict[str, str] = {}
+
+        def generate(self, conversations, params=None, *, seeds=None):
+            for c in conversations:
+                self.prompts[c[-1]["content"].splitlines()[0]] = c[-1]["content"]
+            return ["Doc 1 (Title: Notes) Some text." for _ in conversations]
+
+    engine = Recording()
+    backend = SimulatedSearch(engine, knowledge=AnswerHintKnowledge())
+    with BackgroundServer(create_app(backend, batch_window_ms=1)) as srv:
+        body = {"queries": ["Kallen Labs founder", "Brisk Harbour birthplace"],
+                "question": "Where was the founder of Kallen Labs born?",
+                "golden_answers": [["Velmora"], ["Velmora"]],
+                "supporting_titles": [["Kallen Labs", "Brisk Harbour"], ["Kallen Labs", "Brisk Harbour"]]}
+        assert httpx.post(srv.url + "/retrieve", json=body, timeout=60).status_code == 200
+    first_hop, second_hop = (engine.prompts[f"Search query: {q}"] for q in body["queries"])
+    assert "Velmora" not in first_hop and "Where was the founder" in first_hop
+    assert "The correct answer is: Velmora" in second_hop
+
 
 def test_each_call_without_an_episode_id_gets_its_own_id():
     """The server names every call without a client episode id uniquely (the simulator's per-call
