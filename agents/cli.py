@@ -13,6 +13,7 @@ COMMANDS = {
     "eval": "evaluate a checkpoint, base model or baseline agent on a split; writes a JSON report",
     "compare": "one agent against several search backends: EM, F1, latency, cost; table and PNG",
     "serve": "serve any backend behind a Search-R1-compatible /retrieve HTTP endpoint",
+    "fidelity": "the same queries through the simulator and a real backend: answer leaks, realism, discriminator AUROC",
     "bench": "run a benchmark script from benchmarks/ and print its figures",
     "sprm-fit": "fit a checkpoint's SPRM head on the policy's own rollouts (for eval --best-of)",
 }
