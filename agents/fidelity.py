@@ -386,12 +386,14 @@ def plot_report(report: dict, path: str | Path) -> None:
     kinds = [k for k in QUERY_KINDS if any(r["answer_in_results"].get(k) is not None for r in rows)]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 5), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / max(len(rows), 1)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    sim_colors = ["#4c72b0", "#55a868", "#8172b2", "#c44e52", "#64b5cd", "#937860"]  # the real backend is orange
+    color_of = {r["backend"]: "#dd8452" for r in rows if r["reference"]}
+    color_of.update({r["backend"]: sim_colors[j % len(sim_colors)] for j, r in enumerate(x for x in rows if not x["reference"])})
     for j, r in enumerate(rows):
         vals = [r["answer_in_results"].get(k) or 0.0 for k in kinds]
         xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(kinds))]
-        color = "#dd8452" if r["reference"] else colors[j % len(colors)]
-        bars = ax.bar(xs, vals, width, label=r["backend"] + (" (real)" if r["reference"] else ""), color=color)
+        bars = ax.bar(xs, vals, width, label=r["backend"] + (" (real)" if r["reference"] else ""),
+                      color=color_of[r["backend"]])
         for b, v in zip(bars, vals):
             ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(kinds)), [k.replace("_", " ") for k in kinds], rotation=20)
@@ -405,8 +407,7 @@ def plot_report(report: dict, path: str | Path) -> None:
     for j, r in enumerate(rows):
         vals = [r.get(key) for _, key in figures]
         xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(figures))]
-        color = "#dd8452" if r["reference"] else colors[j % len(colors)]
-        ax2.bar(xs, [v or 0.0 for v in vals], width, color=color)
+        ax2.bar(xs, [v or 0.0 for v in vals], width, color=color_of[r["backend"]])
     ax2.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax2.set_xticks(range(len(figures)), [f for f, _ in figures], rotation=20)
     ax2.set_ylim(0, 1.1)

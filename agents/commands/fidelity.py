@@ -1,16 +1,19 @@
 """`zerosearch fidelity`: the same queries through the simulator (at chosen noise levels) and a real
 search backend, side by side.
 
-    zerosearch fidelity                                  # 48 test questions (32 bridge), sim p=0 and 0.5 vs BM25
-    zerosearch fidelity --noise 0 --n 96 --kinds bridge --out runs/fidelity-bridge
+    zerosearch fidelity                                  # 8 test questions (6 bridge), sim p=0 and 0.5 vs BM25
+    zerosearch fidelity --noise 0 --n 48 --kinds bridge --out runs/fidelity-bridge
     zerosearch fidelity --records runs/eval-tiny/eval.json   # also the queries a checkpoint sent
     zerosearch fidelity --agent oracle --real retriever=http://127.0.0.1:8000
 
 Prints a table, and writes fidelity.json (every figure, the settings, a few example documents) and
 fidelity.png (answer in results by query kind, simulator vs real) to --out. The figures are
-defined in `agents.fidelity`. Cost: about 6 probes per question and backend; with the SmolLM2-135M
-simulator on 2 CPU cores the default run (48 questions, 2 noise levels, ~550 simulated searches)
-takes a few minutes; BM25 answers in milliseconds.
+defined in `agents.fidelity`. Cost: 6 probes per bridge or comparison question (5 per single one)
+and backend. The SmolLM2-135M simulator on 2 shared CPU cores took 4.5 s per simulated search at the
+defaults (20 words per document, 1 regeneration round; 534 s for 10 bridge questions at 2 noise
+levels, 120 searches), and about 10 s at 40 words and 2 rounds: the default run (8 questions, 2
+noise levels, ~94 searches) takes about 7 minutes; 48 questions about 45. A GPU engine (--engine
+vllm, or openai with --base-url) takes seconds; BM25 answers in milliseconds.
 """
 
 from __future__ import annotations
@@ -52,12 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default="transformers", choices=("transformers", "openai", "vllm"))
     parser.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
     parser.add_argument("--device", default="cpu", help="transformers engine device")
-    parser.add_argument("--words-per-doc", type=int, default=40)
-    parser.add_argument("--max-regenerations", type=int, default=2)
+    parser.add_argument("--words-per-doc", type=int, default=20,
+                        help="document length asked of the simulator (the world's articles have ~32 words)")
+    parser.add_argument("--max-regenerations", type=int, default=1, help="gate regeneration rounds")
     parser.add_argument("--dataset", default="world", help="'world' or a FlashRAG JSONL / Search-R1 parquet file")
     parser.add_argument("--corpus", default=None, help="corpus file for bm25/dense when --dataset is a file")
     parser.add_argument("--split", default="test", choices=("train", "test", "all"))
-    parser.add_argument("--n", type=int, default=48, help="questions sampled from the split")
+    parser.add_argument("--n", type=int, default=8,
+                        help="questions sampled from the split (about 4.5 s per simulated search on 2 CPU cores)")
     parser.add_argument("--kinds", default="bridge:4,single:1,comparison:1",
                         help="question kinds and their weights in the sample (a loaded data set has kind qa)")
     parser.add_argument("--records", default=None,
