@@ -95,3 +95,19 @@ def test_top_p_below_one_is_exact_when_the_nucleus_reaches_past_the_top_1024():
     peaked[0, 7] = 5.0
     peaked[0, 11] = 4.0
     assert {_sample(SeededSampler([s], 1.0, 0.5), peaked) for s in range(20)} == {7}
+
+
+def test_top_p_nucleus_from_a_wider_top_k_matches_the_full_sort():
+    # random logits (no ties) whose 0.9 nucleus needs more than 1,024 but fewer than 8,192 of 20,000 tokens
+    logits = torch.randn((3, 20000), generator=torch.Generator().manual_seed(0)) * 2.5
+    probs = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True).values
+    need = int((probs.cumsum(dim=-1) < 0.9).sum(dim=-1).max()) + 1
+    assert 1024 < need < 8192
+
+    class FullSort(SeededSampler):
+        candidates = ()
+
+    for seed in range(30):
+        fast = SeededSampler([seed, seed + 1, seed + 2], 1.0, 0.9)(torch.zeros((3, 1), dtype=torch.long), logits.clone())
+        full = FullSort([seed, seed + 1, seed + 2], 1.0, 0.9)(torch.zeros((3, 1), dtype=torch.long), logits.clone())
+        assert torch.equal(fast.argmax(dim=-1), full.argmax(dim=-1))

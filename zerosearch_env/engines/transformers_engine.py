@@ -71,13 +71,14 @@ class SeededSampler:
     the scores into a one-hot choice, so greedy decoding emits exactly the sampled token.
 
     top_p >= 1 samples the whole vocabulary. Below 1 the nucleus is looked for among the
-    `candidates` most likely tokens first (sorting the whole vocabulary per row and step took about
-    19% of generation time at batch 16); when those do not hold `top_p` of the mass in every row,
-    the nucleus may reach past them and the whole vocabulary is sorted instead, so the result is
-    always the exact top-p distribution.
+    `candidates` most likely tokens first, 1,024 then 8,192 (sorting SmolLM2's 49,152-token vocabulary
+    for 16 rows took 93 ms a step here against 14 ms and 22 ms for those two top-k; a profile of
+    `zerosearch fidelity` with only the first size put 15.2 of 23.6 s of generation in the full sort);
+    when none holds `top_p` of the mass in every row, the nucleus may reach past them and the whole
+    vocabulary is sorted instead, so the result is always the exact top-p distribution.
     """
 
-    candidates = 1024
+    candidates: tuple[int, ...] = (1024, 8192)
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
         self.generators = [torch.Generator().manual_seed(int(s) % (2**63)) for s in seeds]
@@ -102,11 +103,13 @@ class SeededSampler:
         return out
 
     def _nucleus_candidates(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Probabilities in descending order and their token ids: the top `candidates` when they
-        hold at least `top_p` of every row's mass (then no token beyond them is in the nucleus),
+        """Probabilities in descending order and their token ids: the first top-k of `candidates`
+        that holds at least `top_p` of every row's mass (then no token beyond it is in the nucleus),
         else the whole sorted vocabulary."""
-        if probs.shape[-1] > self.candidates:
-            top_probs, top_idx = probs.topk(self.candidates, dim=-1, sorted=True)
+        for k in self.candidates:
+            if k >= probs.shape[-1]:
+                break
+            top_probs, top_idx = probs.topk(k, dim=-1, sorted=True)
             if bool((top_probs.sum(dim=-1) >= self.top_p).all()):
                 return top_probs, top_idx
         return probs.sort(dim=-1, descending=True)
