@@ -174,6 +174,21 @@ def _constant_curriculum(p: float):
     return ConstantCurriculum(p)
 
 
+def simulator_cli_options(engine: str, words_per_doc: int, knowledge: str | None = None, model: str | None = None,
+                      base_urls: list[str] | None = None, device: str | None = None, **extra) -> dict:
+    """The simulator's backend_options from command-line settings (None: the option's default)."""
+    opts: dict = {"engine": engine, "words_per_doc": words_per_doc, **extra}
+    if knowledge:
+        opts["knowledge"] = knowledge
+    if model:
+        opts["model"] = model
+    if base_urls:
+        opts["base_urls"] = base_urls
+    if engine == "transformers":
+        opts["device"] = device
+    return opts
+
+
 def build_backend(spec: BackendSpec, config, documents=None, simulator_options: dict | None = None) -> SearchBackend:
     """Build the backend of `spec` for the dataset of `config` (`documents`: the corpus, when known)."""
     from zerosearch_env.search import make_backend

@@ -113,7 +113,7 @@ def build_agent(spec: str, all_tasks, seed: int, max_new_tokens: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.compare import CostModel, compare, format_table, parse_backend_specs, save_report
+    from agents.compare import CostModel, compare, format_table, parse_backend_specs, save_report, simulator_cli_options
     from zerosearch_env import EnvConfig
     from zerosearch_env.data import load_corpus, load_tasks
     from zerosearch_env.data.task import select_split
@@ -136,15 +136,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"zerosearch compare: {e}", file=sys.stderr)
         return 2
-    sim_opts = {"engine": args.sim_engine, "words_per_doc": args.sim_words_per_doc}
-    if args.sim_knowledge:
-        sim_opts["knowledge"] = args.sim_knowledge
-    if args.sim_model:
-        sim_opts["model"] = args.sim_model
-    if args.sim_base_url:
-        sim_opts["base_urls"] = args.sim_base_url
-    if args.sim_engine == "transformers":
-        sim_opts["device"] = args.sim_device
+    sim_opts = simulator_cli_options(args.sim_engine, args.sim_words_per_doc, args.sim_knowledge, args.sim_model,
+                                 args.sim_base_url, args.sim_device)
     cost = CostModel(gpu_usd_per_hour=args.gpu_usd_per_hour, cpu_usd_per_hour=args.cpu_usd_per_hour,
                      web_usd_per_1k=args.web_usd_per_1k)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in args.agent)[-40:]

@@ -119,7 +119,7 @@ def sample_tasks(tasks, n: int, weights: dict[str, float], seed: int) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.compare import BackendSpec, build_backend, parse_backend_specs
+    from agents.compare import BackendSpec, build_backend, parse_backend_specs, simulator_cli_options
     from agents.fidelity import format_table, make_probes, measure, plot_report, recorded_probes
     from zerosearch_env import EnvConfig
     from zerosearch_env.data import load_corpus, load_tasks
@@ -174,16 +174,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         return fail(str(e))
 
-    sim_opts: dict = {"engine": args.engine, "words_per_doc": args.words_per_doc,
-                      "max_regenerations": args.max_regenerations, "seed": args.seed}
-    if args.knowledge:
-        sim_opts["knowledge"] = args.knowledge
-    if args.model:
-        sim_opts["model"] = args.model
-    if args.base_url:
-        sim_opts["base_urls"] = args.base_url
-    if args.engine == "transformers":
-        sim_opts["device"] = args.device
+    sim_opts = simulator_cli_options(args.engine, args.words_per_doc, args.knowledge, args.model, args.base_url,
+                                 args.device, max_regenerations=args.max_regenerations, seed=args.seed)
     out = Path(args.out or f"runs/fidelity-{time.strftime('%Y%m%d-%H%M%S')}")
     backends = {}
     try:
