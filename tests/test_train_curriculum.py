@@ -72,14 +72,13 @@ def test_adaptive_noise_follows_the_batch_success_rate_in_the_simulator_and_resu
 def test_adaptive_noise_rises_while_the_policy_succeeds(tmp_path, canned_simulator_engine):
     """A warm-up that memorises the oracle trajectories makes the policy succeed; with success above
     the target the noise rises, step by step as the batch's EM says, in the simulator too."""
-    cfg = _cfg().model_copy(update={
+    cfg = TrainConfig.model_validate({**_cfg().model_dump(),
         "curriculum": {**ADAPTIVE, "target_success": 0.25, "p_init": 0.2},
         "trainable_layers": None,
         "warmup": {"num_tasks": 6, "batch_size": 6, "epochs": 120, "micro_batch_size": 6, "learning_rate": 3e-3},
         "grpo": {"steps": 3, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 40, "micro_batch_size": 8,
                  "learning_rate": 1e-4},
     })
-    cfg = TrainConfig.model_validate(cfg.model_dump())
     rows = [r for r in train(cfg, tmp_path / "run", progress=False, model=tiny_model(seed=21), tokenizer=tiny_tokenizer(),
                              tasks=TASKS, warmup_backend=lookup_backend()).rows if r["phase"] == "grpo"]
     p = [r["noise_probability"] for r in rows]
