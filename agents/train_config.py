@@ -121,13 +121,14 @@ class TrainConfig(BaseModel):
     def load(cls, path: str | Path) -> "TrainConfig":
         data = read_mapping(path)
         base = preset(data.get("preset", "tiny")).model_dump()
-        return cls.model_validate(_merge(base, data))
+        return cls.model_validate(merge_config(base, data))
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_config(base: dict, over: dict) -> dict:
+    """`over` laid over `base`, section by section (a `curriculum` is replaced whole, not merged)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "curriculum" else v
+        out[k] = merge_config(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "curriculum" else v
     return out
 
 
