@@ -19,6 +19,8 @@ from zerosearch_env.search import FunctionSearch, SearchRequest
 from zerosearch_env.search.knowledge import AnswerHintKnowledge, NoKnowledge, WorldKnowledge, mentions
 from zerosearch_env.search.simulator import NOISY, USEFUL, SimulatedSearch, contains_answer
 from zerosearch_env.search.simulator.consistency import contradictions
+from zerosearch_env.search.simulator.gate import fallback_documents
+from zerosearch_env.search.simulator.support import unsupported
 from zerosearch_env.search.simulator.prompts import grounded_messages
 
 SAMPLE = Path(__file__).parent / "data" / "consistency_sample.json"
@@ -193,7 +195,7 @@ def test_useful_results_must_name_the_queried_entity_and_state_a_reached_answer(
     (docs,), (info,) = SimulatedSearch(off_topic, curriculum=Fixed(0.0), knowledge=wk,
                                        max_regenerations=0).search_with_info([request(t, bearing)])
     assert info["reason"] == "relevance" and info["fallback"] and contains_answer(docs, t.answers)
-    vague = CannedEngine(lambda *a: f"Doc 1 (Title: {bearing}) {bearing} is often discussed.")
+    vague = CannedEngine(lambda *a: f"Doc 1 (Title: {bearing}) {bearing} is well known.")
     (docs,), (info,) = SimulatedSearch(vague, curriculum=Fixed(0.0), knowledge=wk,
                                        max_regenerations=0).search_with_info([request(t, bearing)])
     assert info["reason"] == "answer_missing" and contains_answer(docs, t.answers)
@@ -341,3 +343,45 @@ def test_trl_search_tool_sends_the_rows_supporting_titles():
     finally:
         SearchToolEnv._shared.pop(cfg.model_dump_json())
     assert [r.supporting_titles for r in seen] == [("First Hop", "Second Hop"), ()]
+
+
+# ------------------------------------------------------------------ support (closed-world) check
+
+
+def test_support_never_rejects_the_worlds_own_articles_nor_the_fallbacks(world, wk):
+    rejected = []
+    for d in world.documents:
+        kn = wk.lookup(SearchRequest(d.title, top_k=3))
+        fallback = fallback_documents(kn, USEFUL, 3, 600)
+        if unsupported([f"{d.title}\n{d.text}"], kn) or unsupported([f"{x.title}\n{x.text}" for x in fallback], kn):
+            rejected.append(d.title)
+    assert len(world.documents) > 1000 and rejected == []
+
+
+def test_support_rejects_every_hand_labelled_error_of_the_small_simulator(wk):
+    """The 25 gate-passing (before this check) useful documents of tests/data/support_sample.json,
+    labelled by hand: 10 state something the world contradicts or does not have. All 10 are
+    rejected; of the 15 correct ones, 6 are rejected too (misspelt names, a timestamp, a cut-off
+    name), so they go to regeneration or the fallback, and 9 pass."""
+    sample = json.loads((Path(__file__).parent / "data" / "support_sample.json").read_text(encoding="utf-8"))
+    docs = sample["documents"]
+    flagged = [bool(unsupported([f"{d['title']}\n{d['text']}"], wk.lookup(SearchRequest(d["query"], top_k=3))))
+               for d in docs]
+    errors = [f for f, d in zip(flagged, docs) if d["error"]]
+    correct = [f for f, d in zip(flagged, docs) if not d["error"]]
+    assert (len(errors), sum(errors)) == (10, 10)
+    assert (len(correct), sum(correct)) == (15, 6)
+
+
+@pytest.mark.parametrize("text, ok", [
+    ("Moubam Kambiav was a physician. He was born in Shuxgiald.", True),
+    ("Moubam Kambiav was a physician born in 1917 in Shuxgiald.", True),
+    ("Moubam Kambiav was a German physician.", False),          # invented nationality
+    ("Moubam Kambiav died in 1917.", False),                    # invented event
+    ("The Diastant Academy was founded by Moubam Kambiav.", False),  # the founder is Vilgaev Zyhaev
+    ("Moubam Kambiav worked for the Diastant Academy in Shuxgiald.", False),  # not where it is headquartered
+    ("Moubam Kambiav is the founder of the Diastant Academy.", False),
+])
+def test_support_of_single_claims(wk, text, ok):
+    kn = wk.lookup(SearchRequest("Diastant Academy", top_k=3))
+    assert (unsupported([text], kn) == []) is ok, unsupported([text], kn)

@@ -86,7 +86,9 @@ class Knowledge:
     answers: the gold aliases, for the gate's leakage check only (never put in a prompt).
     known: (normalised subject name or alias, relation) -> accepted objects (normalised names and
     aliases), for every entity the knowledge mentions: a document giving another object for a
-    known pair contradicts the world (`contradicts`). source: the knowledge source's name.
+    known pair contradicts the world (`contradicts`). texts: the reached articles' full text
+    (facts and the world's descriptive sentences), for the gate's support check only.
+    source: the knowledge source's name.
     """
 
     source: str
@@ -97,6 +99,7 @@ class Knowledge:
     reached_answer: bool | None = False
     answers: tuple[str, ...] = ()
     known: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    texts: tuple[str, ...] = ()
 
     @property
     def sentences(self) -> tuple[str, ...]:
@@ -286,6 +289,7 @@ class WorldKnowledge:
         self.linker = EntityLinker({e.id: (e.name, *e.aliases) for e in world.entities})
         self._by_name = {e.name: e.id for e in world.entities}
         article_len = {d.id: len(d.text) for d in world.documents}
+        self._text = {d.id: d.text for d in world.documents}
         stated: dict[str, list[Fact]] = {eid: [] for eid in self._entities}  # article id -> its facts
         about: dict[str, list[Fact]] = {eid: [] for eid in self._entities}   # subject id -> its facts
         touches: dict[str, dict[str, int]] = {eid: {} for eid in self._entities}  # entity -> article -> facts
@@ -350,7 +354,8 @@ class WorldKnowledge:
         linked = self.linker.link(request.query)
         facts: list[Fact] = []
         seen: set[tuple[str, str, str]] = set()
-        for article in self._articles(linked, max(1, int(request.top_k))):
+        articles = self._articles(linked, max(1, int(request.top_k)))
+        for article in articles:
             for f in self._stated[article]:
                 if (f.subject, f.relation, f.object) not in seen:
                     seen.add((f.subject, f.relation, f.object))
@@ -363,7 +368,8 @@ class WorldKnowledge:
         aliases = _alias_sequences(request.answers)
         reached = any(_contains(self._tokens[f], seq) for f in facts for seq in aliases)
         return Knowledge(source=self.name, entities=tuple(self._entities[e].name for e in linked), facts=tuple(facts),
-                         reached_answer=reached, answers=tuple(request.answers), known=known)
+                         reached_answer=reached, answers=tuple(request.answers), known=known,
+                         texts=tuple(self._text[a] for a in articles if a in self._text))
 
 
 # --------------------------------------------------------------------------- answer hint and none

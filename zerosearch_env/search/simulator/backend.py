@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams
 from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
 from zerosearch_env.search.knowledge import KNOWLEDGE_SOURCES, AnswerHintKnowledge, Knowledge, KnowledgeSource
-from zerosearch_env.search.simulator.gate import ENGINE_FAILURE, check, fallback_documents, title_documents
+from zerosearch_env.search.simulator.gate import ENGINE_FAILURE, GATE_VERSION, check, fallback_documents, title_documents
 from zerosearch_env.search.simulator.noise import NOISY, USEFUL, draw_mode, request_seed
 from zerosearch_env.search.simulator.oracle import _alias_tokens, gate_passes, repair
 from zerosearch_env.search.simulator.parsing import parse_documents, parse_segments
@@ -72,7 +72,7 @@ class _Job:
 
 _COUNTERS = ("requests", "useful", "noisy", "useful_first_pass", "noisy_first_pass", "useful_gated", "noisy_gated",
              "ungated", "regenerations", "repairs", "flags", "engine_calls", "empty_results", "fallbacks",
-             "engine_outputs", "engine_failures", "engine_failure_fallbacks", "failed_leak", "failed_consistency",
+             "engine_outputs", "engine_failures", "engine_failure_fallbacks", "failed_leak", "failed_consistency", "failed_unsupported",
              "failed_relevance", "failed_answer_missing", "failed_engine_failure", "failed_answer",
              "failed_prompt_echo")
 
@@ -222,7 +222,7 @@ class SimulatedSearch(SearchBackend):
         version = PROMPT_VERSION if self.oracle else GROUNDED_PROMPT_VERSION
         knowledge = ORACLE if self.knowledge is None else self.knowledge.identity()
         return (f"{self.name}|{version}|engine={engine}|words={self.words_per_doc}|seed={self.seed}"
-                f"|gate={int(self.gate)}:{self.max_regenerations}:{int(self.repair)}|chars={self.max_doc_chars}"
+                f"|gate={int(self.gate)}:{GATE_VERSION}:{self.max_regenerations}:{int(self.repair)}|chars={self.max_doc_chars}"
                 f"|knowledge={knowledge}|sampling={self._params(3)!r}")
 
     def set_training_step(self, step: int) -> None:

@@ -6,6 +6,8 @@
 - no document copies the prompt ("The search index holds these facts ...", a small model's habit);
 - consistency: no document states a fact about a known entity that contradicts the world
   (`consistency.contradictions`);
+- support (useful results): every sentence is made of the knowledge's words and ties each name
+  after a preposition to a fact (`support.unsupported`; the world is closed, so the rest is invented);
 - relevance (useful results): a document names a queried entity (`knowledge.entities`) or states
   the answer hint, when the knowledge has either; and where the query reached the answer, a
   document states it.
@@ -24,9 +26,11 @@ from zerosearch_env.search.knowledge import GENERIC_WORDS, STOPWORDS, Fact, Know
 from zerosearch_env.search.simulator.consistency import contradictions
 from zerosearch_env.search.simulator.noise import NOISY
 from zerosearch_env.search.simulator.parsing import _truncate, doc_id
+from zerosearch_env.search.simulator.support import unsupported
 
-LEAK, ECHO, CONSISTENCY, RELEVANCE, ANSWER_MISSING, ENGINE_FAILURE = (
-    "leak", "prompt_echo", "consistency", "relevance", "answer_missing", "engine_failure")
+GATE_VERSION = "gate-v2"  # in the simulator's identity: a cache filled under another gate is not reused
+LEAK, ECHO, CONSISTENCY, UNSUPPORTED, RELEVANCE, ANSWER_MISSING, ENGINE_FAILURE = (
+    "leak", "prompt_echo", "consistency", "unsupported", "relevance", "answer_missing", "engine_failure")
 # pieces of `prompts.grounded_messages` that a small model copies into its documents
 _PROMPT_PIECES = ("search index holds", "search query:", "searcher is trying to answer", "use exactly this format",
                   "documents of about", "(title: <title>)")
@@ -52,7 +56,7 @@ def _doc_text(doc: Document) -> str:
 
 def check(docs: Sequence[Document], knowledge: Knowledge, mode: str) -> str | None:
     """The first check a result fails (`LEAK`, `ECHO`: a document copies the prompt, `CONSISTENCY`,
-    `RELEVANCE`, `ANSWER_MISSING`), or None when it passes."""
+    `RELEVANCE`, `UNSUPPORTED`, `ANSWER_MISSING`), or None when it passes."""
     texts = [_doc_text(d) for d in docs]
     if (mode == NOISY or knowledge.reached_answer is False) and any(mentions(t, knowledge.answers) for t in texts):
         return LEAK
@@ -67,6 +71,8 @@ def check(docs: Sequence[Document], knowledge: Knowledge, mode: str) -> str | No
         hinted = knowledge.answer_hint is not None and any(mentions(t, [knowledge.answer_hint]) for t in texts)
         if not (named or hinted):
             return RELEVANCE
+    if unsupported(texts, knowledge):
+        return UNSUPPORTED
     if knowledge.reached_answer and knowledge.answers and not any(mentions(t, knowledge.answers) for t in texts):
         return ANSWER_MISSING
     return None
