@@ -20,6 +20,7 @@ BACKENDS: dict[str, str] = {
 }
 _LAZY = {cls: mod for mod, cls in (v.split(":") for v in BACKENDS.values())}
 _LAZY["CachedSearch"] = "zerosearch_env.search.cache"
+_LAZY["WriteBackCorpus"] = "zerosearch_env.search.writeback"
 
 __all__ = ["Document", "SearchRequest", "SearchBackend", "FunctionSearch", "make_backend", *_LAZY]
 
