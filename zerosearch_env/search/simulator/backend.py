@@ -11,6 +11,9 @@ What the simulator may know about a query comes from its knowledge source
 ("world"), ZeroSearch's hop-aware answer hint ("answer_hint"), or nothing ("none"). A useful prompt
 asks for what a good engine returns for this query, written from that knowledge; a noisy prompt
 for plausible documents around the query that state none of it (`prompts.grounded_messages`).
+`prompt_style` picks how a request is put to the engine and its output read (`styles`): our
+grounded prompt ("default"), or ZeroSearch's formats: the input its fine-tuned checkpoints were
+trained on ("zerosearch-sft") and its un-tuned one-shot prompt ("zerosearch-prompt").
 
 All requests of one `search()` call go to the engine in ONE `generate` call. The gate
 (`gate.check`) then verifies every result against the knowledge: leakage (the final answer only
@@ -41,9 +44,11 @@ from zerosearch_env.search.knowledge import KNOWLEDGE_SOURCES, AnswerHintKnowled
 from zerosearch_env.search.simulator.gate import ENGINE_FAILURE, GATE_VERSION, check, fallback_documents, title_documents
 from zerosearch_env.search.simulator.noise import NOISY, USEFUL, draw_mode, request_seed
 from zerosearch_env.search.simulator.oracle import _alias_tokens, gate_passes, repair
-from zerosearch_env.search.simulator.parsing import parse_documents, parse_segments
+from zerosearch_env.search.simulator.parsing import default_title, doc_id, parse_documents, parse_segments
 from zerosearch_env.search.simulator.prompts import (GROUNDED_PROMPT_VERSION, PROMPT_VERSION, build_messages,
                                                      grounded_messages)
+from zerosearch_env.search.simulator.styles import (DEFAULT_STYLE, STYLE_VERSIONS, ZEROSEARCH_DOCS, ZEROSEARCH_WORDS,
+                                                    check_style, style_messages, style_segments)
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +107,11 @@ class SimulatedSearch(SearchBackend):
         max_doc_chars: each document's text is capped at this many characters.
         engine_failure_warn: warn (`warnings.warn` and the log) once the share of engine outputs
             that failed exceeds this, over at least 8 outputs.
+        prompt_style: how requests are put to the engine (`styles.PROMPT_STYLES`): "default" (the
+            grounded prompt), "zerosearch-sft" (the input ZeroSearch's fine-tuned simulator
+            checkpoints were trained on; one user message, `Doc i:` output) or "zerosearch-prompt"
+            (ZeroSearch's un-tuned one-shot style). The ZeroSearch styles ask for five documents of
+            about 30 words (`words_per_doc` applies to "default" only); see `simulator.styles`.
 
     Per-request info (`search_with_info`): mode, p_noisy, knowledge (the source's name), gate
     ("pass", "fallback", "flagged", "ungated"; oracle: "repaired"), attempts, fallback (the
@@ -124,6 +134,7 @@ class SimulatedSearch(SearchBackend):
         max_doc_chars: int = 600,
         knowledge: KnowledgeSource | str | None = None,
         engine_failure_warn: float = 0.2,
+        prompt_style: str = DEFAULT_STYLE,
     ):
         if not isinstance(engine, LLMEngine):
             raise TypeError(f"engine must be an LLMEngine, got {type(engine).__name__}")
@@ -153,6 +164,7 @@ class SimulatedSearch(SearchBackend):
         self.sampling = sampling
         self.max_doc_chars = int(max_doc_chars)
         self.engine_failure_warn = float(engine_failure_warn)
+        self.prompt_style = check_style(prompt_style)
         self._warned = False
         self._step = 0
         self._lock = threading.Lock()
@@ -179,16 +191,19 @@ class SimulatedSearch(SearchBackend):
         "world" for the built-in world, "answer_hint" for a loaded data set, see
         `knowledge_for_env`; "oracle" is the ablation), seed (default `config.world_seed`),
         words_per_doc, max_regenerations, gate, repair, temperature, top_p, max_new_tokens,
-        engine_failure_warn, and cache_dir (wrap the simulator in a `CachedSearch` there).
+        engine_failure_warn, prompt_style ("default" | "zerosearch-sft" | "zerosearch-prompt"), and
+        cache_dir (wrap the simulator in a `CachedSearch` there).
         """
         opts = dict(config.backend_options)
         known = {"engine", "model", "base_urls", "api_key", "device", "dtype", "curriculum", "seed",
                  "words_per_doc", "max_regenerations", "gate", "repair", "temperature", "top_p",
-                 "max_new_tokens", "cache_dir", "engine_options", "knowledge", "engine_failure_warn"}
+                 "max_new_tokens", "cache_dir", "engine_options", "knowledge", "engine_failure_warn",
+                 "prompt_style"}
         unknown = set(opts) - known
         if unknown:
             raise ValueError(f"simulator: unknown backend_options {sorted(unknown)}; known: {sorted(known)}")
         knowledge = knowledge_option(config, opts.get("knowledge"))
+        prompt_style = check_style(opts.get("prompt_style", DEFAULT_STYLE))
         engine = make_engine(opts.get("engine", "transformers"), opts)
         if curriculum is None and opts.get("curriculum") is not None:
             from curricula import from_spec
@@ -209,6 +224,7 @@ class SimulatedSearch(SearchBackend):
             max_regenerations=int(opts.get("max_regenerations", 2)), gate=bool(opts.get("gate", True)),
             repair=bool(opts.get("repair", True)), sampling=sampling, max_doc_chars=config.max_doc_chars,
             knowledge=knowledge, engine_failure_warn=float(opts.get("engine_failure_warn", 0.2)),
+            prompt_style=prompt_style,
         )
         if opts.get("cache_dir"):
             from zerosearch_env.search.cache import CachedSearch
@@ -221,9 +237,11 @@ class SimulatedSearch(SearchBackend):
         engine = getattr(self.engine, "name", type(self.engine).__name__)
         version = PROMPT_VERSION if self.oracle else GROUNDED_PROMPT_VERSION
         knowledge = ORACLE if self.knowledge is None else self.knowledge.identity()
+        # the default style adds nothing, so caches filled before prompt styles stay valid
+        style = "" if self.prompt_style == DEFAULT_STYLE else f"|style={self.prompt_style}:{STYLE_VERSIONS[self.prompt_style]}"
         return (f"{self.name}|{version}|engine={engine}|words={self.words_per_doc}|seed={self.seed}"
                 f"|gate={int(self.gate)}:{GATE_VERSION}:{self.max_regenerations}:{int(self.repair)}|chars={self.max_doc_chars}"
-                f"|knowledge={knowledge}|sampling={self._params(3)!r}")
+                f"|knowledge={knowledge}|sampling={self._params(3)!r}{style}")
 
     def set_training_step(self, step: int) -> None:
         self._step = int(step)
@@ -257,13 +275,25 @@ class SimulatedSearch(SearchBackend):
     def search(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
         return self.search_with_info(requests)[0]
 
+    def prompt_messages(self, request: SearchRequest) -> list[Message]:
+        """The messages the engine gets for `request` (its mode drawn as a search would draw it)."""
+        return self._job(request).messages
+
     def _job(self, request: SearchRequest) -> _Job:
         mode, p = self.mode_of(request)
         k = max(1, int(request.top_k))
-        if self.knowledge is None:
-            return _Job(request, mode, p, None, build_messages(request, mode, k, self.words_per_doc), k, [])
-        knowledge = self.knowledge.lookup(request)
-        return _Job(request, mode, p, knowledge, grounded_messages(request, knowledge, mode, k, self.words_per_doc), k, [])
+        knowledge = None if self.knowledge is None else self.knowledge.lookup(request)
+        if self.prompt_style != DEFAULT_STYLE:
+            if knowledge is None:  # the oracle ablation: the request's question and gold answer
+                question, answer = request.question, (request.answers[0] if request.answers else None)
+            else:
+                question, answer = knowledge.question, knowledge.answer_hint
+            messages = style_messages(self.prompt_style, request.query, mode, question, answer)
+        elif knowledge is None:
+            messages = build_messages(request, mode, k, self.words_per_doc)
+        else:
+            messages = grounded_messages(request, knowledge, mode, k, self.words_per_doc)
+        return _Job(request, mode, p, knowledge, messages, k, [])
 
     def _verdict(self, job: _Job) -> str | None:
         """The check the job's current documents fail (None: they pass). The oracle ablation checks
@@ -355,6 +385,7 @@ class SimulatedSearch(SearchBackend):
         c["fallback_share"] = c["fallbacks"] / c["requests"] if c["requests"] else None
         c["engine_failure_share"] = c["engine_failures"] / c["engine_outputs"] if c["engine_outputs"] else None
         c["knowledge"] = self.knowledge_name
+        c["prompt_style"] = self.prompt_style
         c["p_noisy"] = self.p_noisy()
         c["training_step"] = self._step
         return c
@@ -366,8 +397,11 @@ class SimulatedSearch(SearchBackend):
     def _params(self, k: int) -> SamplingParams:
         if self.sampling is not None:
             return self.sampling
+        words = self.words_per_doc
+        if self.prompt_style != DEFAULT_STYLE:  # the ZeroSearch styles always ask for five of 30 words
+            k, words = ZEROSEARCH_DOCS, ZEROSEARCH_WORDS
         # about 1.6 tokens per English word plus the "Doc i (Title: ...)" headers
-        return SamplingParams(max_new_tokens=int(k * (self.words_per_doc * 1.6 + 16)), temperature=0.7, top_p=0.95, seed=0)
+        return SamplingParams(max_new_tokens=int(k * (words * 1.6 + 16)), temperature=0.7, top_p=0.95, seed=0)
 
     def _generate(self, jobs: list[_Job], attempt: int, counts: dict) -> None:
         """ONE engine call for all `jobs`, each seeded by `request_seed` (a new seed per retry
@@ -393,7 +427,14 @@ class SimulatedSearch(SearchBackend):
             job.engine_failed = not (isinstance(text, str) and text.strip())
             counts["engine_failures"] += job.engine_failed
             text = text if isinstance(text, str) else ""
-            if job.knowledge is None:
+            if self.prompt_style != DEFAULT_STYLE:
+                segments = style_segments(text, job.k, self.max_doc_chars)
+                if job.knowledge is None:  # the oracle ablation titles untitled documents with the query
+                    segments = [(title or default_title(job.request.query), body) for title, body in segments]
+                    job.docs = [Document(id=doc_id(title, body), title=title, text=body) for title, body in segments]
+                else:
+                    job.docs = title_documents(segments, job.knowledge, job.request.query)
+            elif job.knowledge is None:
                 job.docs = parse_documents(text, job.k, job.request.query, self.max_doc_chars)
             else:
                 job.docs = title_documents(parse_segments(text, job.k, self.max_doc_chars), job.knowledge,
