@@ -125,6 +125,24 @@ def test_gate_rejects_unsupported_answer(world, corpus):
     assert decision.scores["support"] == 0.0
 
 
+def test_gate_rejects_an_answer_taken_from_an_off_topic_citation(world, corpus):
+    """Citing the article about the wrong city makes the wrong city "stated by a cited document";
+    the path check rejects it: the question does not lead to that article."""
+    task = _tasks(world, "single", 1)[0]
+    source = _by_title(world)[task.supporting_titles[0]]
+    wrong = next(d for d in world.documents if " is a city in " in d.text and d.title not in source.text)
+    c = _candidate(world, task, answer=wrong.title, cited=(source.id, wrong.id))
+    d = corpus.propose(c)
+    assert not d.accepted and d.reason == "answer_off_path"
+    assert d.scores["support_anywhere"] == 1.0 and d.scores["support"] == 0.0
+    assert WriteBackCorpus(world.documents, require_path=False).propose(c).accepted
+    # a bridge: the question names the person, the person's article names the organisation
+    bridge = _tasks(world, "bridge", 1)[0]
+    assert corpus.propose(_candidate(world, bridge)).accepted
+    first_hop_only = _candidate(world, bridge, cited=(_by_title(world)[bridge.supporting_titles[0]].id,))
+    assert corpus.propose(first_hop_only).reason == "unsupported"
+
+
 def test_gate_rejects_fake_and_irrelevant_citations(world, corpus):
     task = _tasks(world, "single", 1)[0]
     fake = corpus.propose(_candidate(world, task, cited=("w0-e999999",)))

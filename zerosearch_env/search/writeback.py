@@ -5,7 +5,8 @@ answer, the ids of the documents it cited and the text it would write). `propose
 and returns a `GateDecision` with per-check scores:
 
 - *support*: the normalised answer (`rewards.normalize_answer`) is contained, on word boundaries,
-  in a cited document; the written text states the answer too, and its content words
+  in a sentence of a cited document the question leads to (it names the document, or names a
+  document that names it: a bridge); the written text states the answer too, and its content words
   (`bm25.tokenize`) are found in the cited documents or the question (`grounding`). An optional
   `verifier(premise, hypothesis) -> float` (an NLI model) adds an entailment score.
 - *attribution*: every cited id is a live document of the index, and each one holds supporting
@@ -34,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -56,6 +58,7 @@ MAX_ANSWER_CHARS = 1_000
 MAX_QUESTION_CHARS = 5_000
 MAX_CITED = 32
 MAX_ID_CHARS = 256
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 class GateRejectedError(ValueError):
@@ -229,8 +232,12 @@ class WriteBackCorpus(SearchBackend):
     Gate parameters: `novelty_threshold` (reject when the max shingle Jaccard with a top-BM25
     document is >= it), `shingle_size`, `novelty_top_k` (how many BM25 hits to compare with),
     `min_grounding` (share of the written text's content words that must appear in the cited
-    documents or the question), `verifier` and `min_entailment` (an optional NLI hook: called as
-    `verifier(premise=cited texts, hypothesis=written text)` -> probability of entailment).
+    documents or the question), `require_path` (the answer must sit in a sentence of a cited
+    document the question leads to: named by the question, sharing `path_min_overlap` of its
+    content words, or named by such a document; a closed-world check for entity-titled corpora
+    like the world and Wikipedia, switch it off for others), `verifier` and `min_entailment` (an
+    optional NLI hook: `verifier(premise=cited texts, hypothesis=written text)` -> probability
+    of entailment).
     `clock` gives the provenance time (seconds; inject a fake one in tests).
     """
 
@@ -238,12 +245,14 @@ class WriteBackCorpus(SearchBackend):
 
     def __init__(self, documents: Iterable[Document], *, k1: float = 1.5, b: float = 0.75,
                  max_query_tokens: int = 256, novelty_threshold: float = 0.375, shingle_size: int = 3,
-                 novelty_top_k: int = 10, min_grounding: float = 0.8,
-                 verifier: Callable[..., float] | None = None, min_entailment: float = 0.5,
+                 novelty_top_k: int = 10, min_grounding: float = 0.8, require_path: bool = True,
+                 path_min_overlap: float = 0.5, verifier: Callable[..., float] | None = None,
+                 min_entailment: float = 0.5,
                  clock: Callable[[], float] = time.time):
         self._configure(k1=k1, b=b, max_query_tokens=max_query_tokens, novelty_threshold=novelty_threshold,
                         shingle_size=shingle_size, novelty_top_k=novelty_top_k, min_grounding=min_grounding,
-                        verifier=verifier, min_entailment=min_entailment, clock=clock)
+                        require_path=require_path, path_min_overlap=path_min_overlap, verifier=verifier,
+                        min_entailment=min_entailment, clock=clock)
         if isinstance(documents, (str, bytes, Mapping)):
             raise TypeError(f"documents must be an iterable of Document, got {type(documents).__name__}")
         for d in documents:
@@ -256,7 +265,11 @@ class WriteBackCorpus(SearchBackend):
             raise ValueError("WriteBackCorpus needs at least one base document")
 
     def _configure(self, *, k1, b, max_query_tokens, novelty_threshold, shingle_size, novelty_top_k,
-                   min_grounding, verifier, min_entailment, clock) -> None:
+                   min_grounding, require_path, path_min_overlap, verifier, min_entailment, clock) -> None:
+        if not isinstance(require_path, bool):
+            raise TypeError(f"require_path must be a bool, got {type(require_path).__name__}")
+        if not 0.0 < path_min_overlap <= 1.0:
+            raise ValueError(f"path_min_overlap must be in (0, 1], got {path_min_overlap}")
         if not 0.0 < novelty_threshold <= 1.0:
             raise ValueError(f"novelty_threshold must be in (0, 1], got {novelty_threshold}")
         if not 0.0 <= min_grounding <= 1.0:
@@ -269,6 +282,8 @@ class WriteBackCorpus(SearchBackend):
         self.shingle_size = int(shingle_size)
         self.novelty_top_k = int(novelty_top_k)
         self.min_grounding = float(min_grounding)
+        self.require_path = require_path
+        self.path_min_overlap = float(path_min_overlap)
         self.verifier = verifier
         self.min_entailment = float(min_entailment)
         self.clock = clock
@@ -436,12 +451,17 @@ class WriteBackCorpus(SearchBackend):
         if known and not all(holds):
             reasons.append("unattributed_citation")
 
-        # support: the answer is stated by a cited document and by the written text
+        # support: the answer is stated by a cited document (in a sentence of a document the
+        # question leads to, with `require_path`) and by the written text
         stated = [d.id for d in known if _contains(normalize_answer(f"{d.title} {d.text}"), answer_n)]
-        scores["support"] = 1.0 if stated else 0.0
+        on_path = self._stated_on_path(c.question, c.answer, answer_n, known)
+        scores["support"] = 1.0 if (on_path if self.require_path else stated) else 0.0
+        scores["support_anywhere"] = 1.0 if stated else 0.0
         scores["answer_in_text"] = 1.0 if _contains(text_n, answer_n) else 0.0
         if answer_n and known and not stated:
             reasons.append("unsupported")
+        elif answer_n and known and self.require_path and not on_path:
+            reasons.append("answer_off_path")
         if answer_n and not scores["answer_in_text"]:
             reasons.append("answer_not_in_text")
         source_words = set(tokenize(c.question))
@@ -475,14 +495,40 @@ class WriteBackCorpus(SearchBackend):
         if text_words and max_sim >= self.novelty_threshold:
             reasons.append("near_duplicate")
 
-        support_fail = {"empty_answer", "unsupported", "answer_not_in_text", "ungrounded_text", "not_entailed",
-                        "empty_text"}
+        support_fail = {"empty_answer", "empty_text", "unsupported", "answer_off_path", "answer_not_in_text",
+                        "ungrounded_text", "not_entailed"}
         attribution_fail = {"no_citations", "unknown_citation", "unattributed_citation"}
         checks = {"support": not support_fail & set(reasons),
                   "attribution": not attribution_fail & set(reasons),
                   "novelty": "near_duplicate" not in reasons and "empty_text" not in reasons}
         return GateDecision(accepted=not reasons, reason=reasons[0] if reasons else "accepted",
                             reasons=tuple(reasons), checks=checks, scores=scores, nearest_id=nearest_id)
+
+    def _stated_on_path(self, question: str, answer: str, answer_n: str, docs: list[Document]) -> list[str]:
+        """Ids of cited documents the question leads to that state the answer in one sentence.
+
+        A cited document is *reached* when the question names its title, when it shares at least
+        `path_min_overlap` of the question's content words (answer words aside), or when a reached
+        document's text names its title (a bridge). This stops an answer copied from a cited but
+        unrelated article ("born in Stevni" citing the article on Stevni)."""
+        q_norm = normalize_answer(question)
+        q_words = set(tokenize(question)) - set(tokenize(answer))
+        texts = {d.id: normalize_answer(d.text) for d in docs}
+        reached: list[Document] = []
+        for d in docs:
+            words = set(tokenize(f"{d.title}\n{d.text}"))
+            overlap = len(q_words & words) / len(q_words) if q_words else 0.0
+            if _contains(q_norm, normalize_answer(d.title)) or overlap >= self.path_min_overlap:
+                reached.append(d)
+        grew = True
+        while grew:
+            grew = False
+            for d in docs:
+                if d not in reached and any(_contains(texts[r.id], normalize_answer(d.title)) for r in reached):
+                    reached.append(d)
+                    grew = True
+        return [d.id for d in reached
+                if any(_contains(normalize_answer(sent), answer_n) for sent in _SENTENCE_END.split(d.text))]
 
     # ----- write-back and rollback ----------------------------------------------------------
 
@@ -590,6 +636,7 @@ class WriteBackCorpus(SearchBackend):
     def gate_config(self) -> dict:
         return {"novelty_threshold": self.novelty_threshold, "shingle_size": self.shingle_size,
                 "novelty_top_k": self.novelty_top_k, "min_grounding": self.min_grounding,
+                "require_path": self.require_path, "path_min_overlap": self.path_min_overlap,
                 "min_entailment": self.min_entailment, "verifier": self.verifier is not None}
 
     def save(self, directory: str | Path) -> Path:
@@ -652,6 +699,7 @@ class WriteBackCorpus(SearchBackend):
         corpus._configure(k1=meta["k1"], b=meta["b"], max_query_tokens=meta["max_query_tokens"],
                           novelty_threshold=gate["novelty_threshold"], shingle_size=gate["shingle_size"],
                           novelty_top_k=gate["novelty_top_k"], min_grounding=gate["min_grounding"],
+                          require_path=gate["require_path"], path_min_overlap=gate["path_min_overlap"],
                           verifier=verifier, min_entailment=gate["min_entailment"], clock=clock)
         for doc_id in meta["order"]:
             if doc_id in records:
