@@ -122,7 +122,7 @@ def test_repeated_query_copies_count_once(world, genuine, tmp_path):
     index = BM25Search(genuine + [d for a in stuffed for d in a.documents], index_dir=tmp_path / "stuffed")
     undefended, _ = _success_rate(index, stuffed)
     defended, _ = _success_rate(DefendedSearch(index, reference_documents=genuine), stuffed)
-    assert undefended >= 0.9 and defended <= 0.1
+    assert undefended >= 0.8 and defended <= 0.1
 
 
 def test_flagged_documents_are_reported_and_not_served(poisoned, attacks, genuine):
