@@ -372,3 +372,48 @@ def test_identity_changes_with_the_corpus(world, corpus):
     assert corpus.identity() != ident
     corpus.rollback(episode_id="ep")
     assert corpus.identity() == ident
+
+
+def test_concurrent_searches_and_adds_stay_consistent(world):
+    """Searches from worker threads (the env's async twin) while an episode writes back."""
+    import threading
+
+    tasks = _tasks(world, "single", 15) + _tasks(world, "bridge", 15)
+    corpus = WriteBackCorpus(world.documents, clock=lambda: 1.0)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def searcher():
+        try:
+            while not stop.is_set():
+                corpus.search([SearchRequest(t.question, top_k=5) for t in tasks[:5]])
+                corpus.identity()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i, task in enumerate(tasks):
+        corpus.add(_candidate(world, task), Provenance(f"ep-{i}", "v"))
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    sequential = WriteBackCorpus(world.documents, clock=lambda: 1.0)
+    for i, task in enumerate(tasks):
+        sequential.add(_candidate(world, task), Provenance(f"ep-{i}", "v"))
+    assert corpus.state_bytes() == sequential.state_bytes()
+    assert corpus.identity() == sequential.identity()
+
+
+def test_bad_gate_parameters_are_refused(world):
+    docs = world.documents[:5]
+    with pytest.raises(ValueError, match="novelty_threshold"):
+        WriteBackCorpus(docs, novelty_threshold=0.0)
+    with pytest.raises(ValueError, match="min_grounding"):
+        WriteBackCorpus(docs, min_grounding=1.5)
+    with pytest.raises(TypeError, match="require_path"):
+        WriteBackCorpus(docs, require_path="yes")
+    with pytest.raises(ValueError, match="surrogate"):
+        WriteBackCorpus([Document("x", "t\ud800", "text")])

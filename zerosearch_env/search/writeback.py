@@ -31,6 +31,7 @@ tf part = tf / (tf + k1 (1 - b + b dl / avgdl))), so on the base corpus alone it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -38,6 +39,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -204,6 +206,7 @@ class _Entry:
     doc: Document
     tf: dict[str, int]
     length: int
+    digest: bytes  # of id, title and text (identity())
     record: WriteBackRecord | None = None
 
 
@@ -219,6 +222,15 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     if not a and not b:
         return 1.0
     return len(a & b) / len(a | b)
+
+
+def _locked(method):
+    """Run `method` holding the corpus lock."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 def _contains(haystack_norm: str, needle_norm: str) -> bool:
@@ -294,6 +306,9 @@ class WriteBackCorpus(SearchBackend):
         self._next_slot = 0
         self._lengths = np.zeros(1024)  # by slot; grown by doubling
         self._array_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._identity: str | None = None
+        # one writer or reader at a time (the env's async twin searches from worker threads)
+        self._lock = threading.RLock()
         self._events: list[dict] = []  # audit trail (adds, rollbacks); not part of state_bytes
         self._queries = 0
 
@@ -306,7 +321,9 @@ class WriteBackCorpus(SearchBackend):
         tf = dict(Counter(toks))
         slot = self._next_slot
         self._next_slot += 1
-        self._entries[slot] = _Entry(Document(doc.id, doc.title, doc.text), tf, len(toks), record)
+        digest = hashlib.sha256("\x1f".join((doc.id, doc.title, doc.text)).encode("utf-8")).digest()
+        self._entries[slot] = _Entry(Document(doc.id, doc.title, doc.text), tf, len(toks), digest, record)
+        self._identity = None
         self._slot_of[doc.id] = slot
         if slot >= len(self._lengths):
             self._lengths = np.concatenate([self._lengths, np.zeros(len(self._lengths))])
@@ -318,6 +335,7 @@ class WriteBackCorpus(SearchBackend):
 
     def _remove(self, slot: int) -> _Entry:
         entry = self._entries.pop(slot)
+        self._identity = None
         del self._slot_of[entry.doc.id]
         for term in entry.tf:
             plist = self._postings[term]
@@ -334,21 +352,25 @@ class WriteBackCorpus(SearchBackend):
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._slot_of
 
+    @_locked
     def get(self, doc_id: str) -> Document | None:
         slot = self._slot_of.get(doc_id)
         return None if slot is None else self._entries[slot].doc
 
     @property
+    @_locked
     def documents(self) -> list[Document]:
         """Every live document, base first, then write-backs in the order they were added."""
         return [e.doc for e in self._entries.values()]
 
     @property
+    @_locked
     def records(self) -> list[WriteBackRecord]:
         """The provenance records of the live write-back documents, in the order they were added."""
         return [e.record for e in self._entries.values() if e.record is not None]
 
     @property
+    @_locked
     def events(self) -> list[dict]:
         """Audit trail of adds and rollbacks (kept across rollbacks; not part of `state_bytes`)."""
         return [dict(e) for e in self._events]
@@ -388,17 +410,20 @@ class WriteBackCorpus(SearchBackend):
         order = np.lexsort((hit, -acc[hit]))
         return hit[order], acc[hit[order]]
 
+    @_locked
     def ranked(self, query: str) -> list[tuple[str, float]]:
         """(id, score) of every document with a positive BM25 score for `query`, best first
         (ties in insertion order)."""
         slots, scores = self._ranked_slots(query)
         return [(self._entries[s].doc.id, v) for s, v in zip(slots.tolist(), scores.tolist())]
 
+    @_locked
     def search_ids(self, query: str, top_k: int) -> list[str]:
         """The ids of the `top_k` best documents for `query` (positive scores only)."""
         slots, _ = self._ranked_slots(query)
         return [self._entries[s].doc.id for s in slots[: max(0, int(top_k))].tolist()]
 
+    @_locked
     def search(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
         """One list per request: up to `top_k` documents with a positive score, best first."""
         out = []
@@ -411,9 +436,17 @@ class WriteBackCorpus(SearchBackend):
         return out
 
     def identity(self) -> str:
-        """Changes whenever the corpus changes (a cache over this backend must not outlive a write)."""
-        return f"writeback:{self.state_hash()}"
+        """Changes whenever the documents change (a cache over this backend must not outlive a
+        write): a hash of the index settings and of every live document, kept until the next write."""
+        with self._lock:
+            if self._identity is None:
+                h = hashlib.sha256(f"{FORMAT}|k1={self.k1}|b={self.b}|q={self.max_query_tokens}".encode())
+                for e in self._entries.values():
+                    h.update(e.digest)
+                self._identity = f"writeback:{h.hexdigest()[:24]}"
+            return self._identity
 
+    @_locked
     def stats(self) -> dict:
         n_wb = sum(1 for e in self._entries.values() if e.record is not None)
         return {"writeback_docs": n_wb, "writeback_queries": self._queries,
@@ -421,6 +454,7 @@ class WriteBackCorpus(SearchBackend):
 
     # ----- the gate --------------------------------------------------------------------------
 
+    @_locked
     def propose(self, candidate: WriteBackCandidate | Mapping) -> GateDecision:
         """Run the gate on `candidate` without changing anything."""
         c = WriteBackCandidate.coerce(candidate)
@@ -539,6 +573,7 @@ class WriteBackCorpus(SearchBackend):
             h.update(b"\x1f")
         return f"wb-{h.hexdigest()[:16]}"
 
+    @_locked
     def add(self, candidate: WriteBackCandidate | Mapping, provenance: Provenance | Mapping,
             force: bool = False) -> WriteBackRecord:
         """Index `candidate` as a new document if the gate accepts it (raises `GateRejectedError`
@@ -567,6 +602,7 @@ class WriteBackCorpus(SearchBackend):
                              "forced": record.forced})
         return record
 
+    @_locked
     def rollback(self, predicate: Callable[[WriteBackRecord], bool] | None = None, *,
                  round: int | None = None, episode_id: str | None = None,
                  model_version: str | None = None, cascade: bool = True) -> list[str]:
@@ -620,6 +656,7 @@ class WriteBackCorpus(SearchBackend):
             state["provenance"] = [e.record.to_dict() for e in self._entries.values() if e.record is not None]
         return state
 
+    @_locked
     def state_bytes(self, provenance: bool = True) -> bytes:
         """A deterministic serialisation of the index (documents in order, postings, lengths,
         index parameters) and, with `provenance`, of the live write-backs' records. Two corpora
@@ -639,6 +676,7 @@ class WriteBackCorpus(SearchBackend):
                 "require_path": self.require_path, "path_min_overlap": self.path_min_overlap,
                 "min_entailment": self.min_entailment, "verifier": self.verifier is not None}
 
+    @_locked
     def save(self, directory: str | Path) -> Path:
         """Write `meta.json`, `documents.jsonl` (base documents), `provenance.jsonl` (one accepted
         document a line, in order) and `events.jsonl` into `directory`; each file is written to a
