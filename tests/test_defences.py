@@ -198,6 +198,9 @@ def test_hostile_queries_and_documents(clean, genuine):
     assert defended.stats()["defended_empty_queries"] >= 2
     with pytest.raises(TypeError, match="query must be a str"):
         defended.search([SearchRequest(None, top_k=3)])
+    huge_query = " ".join(f"Stevni{i} city" for i in range(200_000))  # ~3 MB of distinct words
+    served = defended.search([SearchRequest(huge_query, top_k=3)])
+    assert len(served[0]) <= 3
     with pytest.raises(TypeError, match="SearchRequest"):
         defended.search(["a query"])
 
@@ -242,3 +245,28 @@ def test_bad_configuration_is_refused(clean, genuine):
         LexicalScorer([])
     with pytest.raises(TypeError, match="Document"):
         LexicalScorer(["text"])
+
+
+def test_base_info_passes_through_and_a_cache_can_wrap_it(genuine, attacks, tmp_path):
+    from zerosearch_env.search.base import SearchBackend
+    from zerosearch_env.search.cache import CachedSearch
+
+    a = attacks[0]
+    docs = [*a.documents, next(d for d in genuine if d.title == a.documents[0].title)]
+
+    class Tagged(SearchBackend):
+        name = "tagged"
+
+        def search(self, requests):
+            return [list(docs) for _ in requests]
+
+        def search_with_info(self, requests):
+            return self.search(requests), [{"mode": "useful"} for _ in requests]
+
+    defended = DefendedSearch(Tagged(), reference_documents=genuine)
+    served, infos = defended.search_with_info([SearchRequest(a.question, top_k=2)])
+    assert infos[0]["mode"] == "useful" and len(infos[0]["defences"]["quarantined"]) >= 1
+    cached = CachedSearch(defended, path=tmp_path / "cache.sqlite")
+    first, _ = cached.search_with_info([SearchRequest(a.question, top_k=2)])
+    again, info = cached.search_with_info([SearchRequest(a.question, top_k=2)])
+    assert first == again == served and info[0]["cache"] == "hit"

@@ -299,10 +299,15 @@ class LexicalScorer:
         return s
 
 
+#: like BM25Search: a query is cut to its first words (64 characters per word kept, at most)
+MAX_QUERY_TERMS = 256
+
+
 def _query_terms(query) -> list[str]:
+    """The query's distinct words, at most `MAX_QUERY_TERMS`."""
     if not isinstance(query, str):
         raise TypeError(f"query must be a str, got {type(query).__name__}")
-    return list(dict.fromkeys(tokenize(query)))
+    return list(dict.fromkeys(tokenize(query[: 64 * MAX_QUERY_TERMS])))[:MAX_QUERY_TERMS]
 
 
 def _body_sentences(doc: Document) -> list[list[str]]:
@@ -505,7 +510,9 @@ class DefendedSearch(SearchBackend):
     `partition` and `mask` take True (defaults), False/None (off) or a configured instance.
     `reference_documents` give the word frequencies (default: `base.documents`, which BM25Search
     and DenseSearch have). With the partition on, served documents carry the base score times
-    their partition weight (see `PartitionDefence`). Queries with no indexed word return no documents, like BM25.
+    their partition weight (see `PartitionDefence`). Queries with no word return no documents, like
+    BM25; a query is cut to its first `MAX_QUERY_TERMS` distinct words. Each request's info holds
+    the base's info for it plus `info["defences"]`.
     """
 
     name = "defended"
@@ -567,11 +574,11 @@ class DefendedSearch(SearchBackend):
                 raise TypeError(f"requests must be SearchRequest, got {type(r).__name__}")
             _query_terms(r.query)  # type check before the base is asked
         pooled = [replace(r, top_k=max(int(r.top_k), self.pool_size)) for r in requests]
-        results = self.base.search(pooled)
-        if len(results) != len(requests):
+        results, base_infos = self.base.search_with_info(pooled)
+        if len(results) != len(requests) or len(base_infos) != len(requests):
             raise ValueError(f"{self.base.name}: returned {len(results)} result lists for {len(requests)} requests")
         out, infos = [], []
-        for r, cands in zip(requests, results):
+        for r, cands, base_info in zip(requests, results, base_infos):
             served, quarantined = self._defend(r, list(cands))
             self._counts["requests"] += 1
             self._counts["quarantined"] += len(quarantined)
@@ -582,7 +589,8 @@ class DefendedSearch(SearchBackend):
                 else:
                     self._counts["log_overflow"] += 1
             out.append(served)
-            infos.append({"defences": {"partition": self.partition is not None, "mask": self.mask is not None,
+            infos.append({**(base_info or {}),
+                          "defences": {"partition": self.partition is not None, "mask": self.mask is not None,
                                        "quarantined": [q.to_dict() for q in quarantined]}})
         return out, infos
 
@@ -609,6 +617,12 @@ class DefendedSearch(SearchBackend):
                     "quarantined_title_only", "quarantined_oversized", "log_overflow"):
             out[f"defended_{key}"] = self._counts[key]
         return out
+
+    def cache_key_fields(self, request: SearchRequest) -> tuple:
+        return self.base.cache_key_fields(request)
+
+    def call_info(self, request: SearchRequest) -> dict:
+        return self.base.call_info(request)
 
     def set_training_step(self, step: int) -> None:
         self.base.set_training_step(step)
