@@ -14,7 +14,8 @@ documents that are planted, and how many planted and genuine documents the mask 
 On the clean corpus (no planted documents), ordinary test questions of every kind are asked:
 the **false-flag rate** is the share of the genuine articles BM25 serves (top_k per question) that
 the mask test flags; utility is the share of questions whose first supporting article is among the
-served top_k, and the share whose top document is the same as BM25's. The last output line is one
+served top_k, and the share whose top document is the same as BM25's; cost is the time per query
+of BM25 alone and with both defences (one batched call, best of 3). The last output line is one
 JSON object of the figures.
 """
 
@@ -39,16 +40,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--styles", nargs="+", default=["query_prefix", "query_named", "stuffed", "article"],
                     help="attack styles")
     ap.add_argument("--clean-n", type=int, default=400, help="clean questions for the false-flag rate and utility")
-    ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--top-k", type=int, default=5, help="documents served per question")
     ap.add_argument("--pool", type=int, default=20, help="candidates asked of BM25 before the defences")
-    ap.add_argument("--n-fragments", type=int, default=3)
-    ap.add_argument("--n-masked", type=int, default=2)
-    ap.add_argument("--min-relevance", type=float, default=0.8)
-    ap.add_argument("--spread", type=float, default=0.5)
-    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--n-fragments", type=int, default=3, help="partition: fragments per document body")
+    ap.add_argument("--n-masked", type=int, default=2, help="mask: query-word occurrences masked")
+    ap.add_argument("--min-relevance", type=float, default=0.8,
+                    help="mask: test only documents scoring at least this share of the query's own score")
+    ap.add_argument("--spread", type=float, default=0.5,
+                    help="partition: majority-fragment share of the best fragment that keeps the full score")
+    ap.add_argument("--threshold", type=float, default=0.5,
+                    help="mask: flag when the masked relevance falls below this share of the original")
     ap.add_argument("--split", default="test", help="split the attacked and clean questions come from")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--world-seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the question draw and the attacks")
+    ap.add_argument("--world-seed", type=int, default=0, help="the built-in world to attack")
     ap.add_argument("--out", default=None, help="also write the figures to this JSON file")
     return ap.parse_args(argv)
 
@@ -127,6 +131,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
         clean_fig["support_hit_at_k"][cfg] = round(sum(hit(t, d) for t, d in zip(tasks, served)) / len(tasks), 4)
         same = sum(bool(a) and bool(b) and a[0].id == b[0].id for a, b in zip(plain, served))
         clean_fig["top1_unchanged"][cfg] = round(same / len(tasks), 4)
+    # Cost: the same clean questions, one batched call each way, best of 3.
+    def best_time(backend):
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            backend.search(reqs)
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    t_plain = best_time(clean)
+    t_both = best_time(DefendedSearch(clean, partition=part, mask=mask, reference_documents=genuine,
+                                      pool_size=args.pool))
+    clean_fig["ms_per_query"] = {"none": round(1000 * t_plain / len(reqs), 3),
+                                 "both": round(1000 * t_both / len(reqs), 3)}
+    clean_fig["cost_ratio_both_vs_none"] = round(t_both / t_plain, 2)
     figures["clean"] = clean_fig
     figures["seconds"] = round(time.perf_counter() - t0, 1)
 
@@ -138,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
               + f"   {row['both']['quarantined_planted']} (genuine {row['both']['quarantined_genuine']})")
     print(f"clean: false-flag rate {clean_fig['false_flag_rate']:.4f} ({flagged}/{checked} served genuine articles); "
           f"support hit@{args.top_k} {clean_fig['support_hit_at_k']}; top-1 unchanged {clean_fig['top1_unchanged']}")
+    print(f"cost: {clean_fig['ms_per_query']['none']} ms per query for BM25, {clean_fig['ms_per_query']['both']} with "
+          f"both defences (pool {args.pool}): x{clean_fig['cost_ratio_both_vs_none']}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")

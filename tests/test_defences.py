@@ -141,7 +141,8 @@ def test_flagged_documents_are_reported_and_not_served(poisoned, attacks, genuin
     planted = [r for r in report if r["doc_id"].startswith("planted-")]
     assert len(planted) >= 0.9 * 2 * len(attacks)
     for r in planted:
-        assert r["reason"] == "collapse" and r["ratio"] < 0.5 and r["relevance"] > 0 and 1 <= len(r["masked_tokens"]) <= 2
+        assert r["reason"] == "collapse" and r["ratio"] < 0.5 and r["relevance"] > 0
+        assert 1 <= len(r["masked_tokens"]) <= 2
     assert defended.stats()["defended_requests"] == len(reqs)
     assert "bm25_queries" in defended.stats()
 

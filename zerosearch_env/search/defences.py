@@ -61,10 +61,13 @@ founded X?", an author's for "Who wrote B?"), 4 are top documents, country artic
 capital, whose one sentence "The capital of X is Y" holds both query words. So the top document
 stays the same for 99% of questions (100% with the partition alone), and the first supporting
 article is in the served top 5 for 99% (BM25 alone: 100%). Train questions give 3.4% (68 of 2,000).
+Cost: about 1 ms per query with both defences over a pool of 20 (documents' sentences tokenised
+once and cached), 9x BM25's 0.1 ms in the same run (24x before the cache).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -209,7 +212,8 @@ def choose_targets(world, n: int = 100, seed: int = 0, split: str = "test") -> l
         chosen.append(t)
         if len(chosen) == n:
             return chosen
-    raise ValueError(f"world {world.seed} has only {len(chosen)} {split} questions with distinct subjects; asked for {n}")
+    raise ValueError(f"world {world.seed} has only {len(chosen)} {split} questions with distinct subjects; "
+                     f"asked for {n}")
 
 
 def craft_attacks(tasks, world, n_docs: int = 2, seed: int = 0, style: str = "query_prefix") -> list[PlantedAttack]:
@@ -315,14 +319,25 @@ def _body_sentences(doc: Document) -> list[list[str]]:
     kept once: repetition is how a planted body puts a query copy into every fragment."""
     if not isinstance(doc, Document) or not isinstance(doc.text, str) or not isinstance(doc.title, str):
         raise TypeError(f"expected a Document with str title and text, got {doc!r:.200}")
+    if len(doc.text) <= _CACHED_TEXT_CHARS:
+        return [list(toks) for toks in _cached_sentences(doc.text)]
+    return [list(toks) for toks in _distinct_sentences(doc.text)]
+
+
+def _distinct_sentences(text: str) -> tuple[tuple[str, ...], ...]:
     out, seen = [], set()
-    for s in split_sentences(doc.text):
-        toks = tokenize(s)
+    for s in split_sentences(text):
+        toks = tuple(tokenize(s))
         key = tuple(sorted(toks))
         if toks and key not in seen:
             seen.add(key)
             out.append(toks)
-    return out
+    return tuple(out)
+
+
+# The same documents come back for many queries: their sentences are tokenised once.
+_CACHED_TEXT_CHARS = 20_000
+_cached_sentences = functools.lru_cache(maxsize=50_000)(_distinct_sentences)
 
 
 # --------------------------------------------------------------------------- RAGPart-style
@@ -409,9 +424,9 @@ class MaskDefence:
     "collapse" when the masked relevance falls below `threshold` times the original. A genuine
     article names its subject in several sentences and keeps most of its relevance; a payload
     carried by one copy of the query loses it. A query of n distinct words gets at most n - 1
-    masks (masking all of it would collapse any document). Bodies over `max_doc_chars` are flagged "oversized" without scoring;
-    a body with no query word (matched through its title alone) is flagged "title_only" when
-    `flag_title_only`.
+    masks (masking all of it would collapse any document). Bodies over `max_doc_chars` are flagged
+    "oversized" without scoring; a body with no query word (matched through its title alone) is
+    flagged "title_only" when `flag_title_only`.
     """
 
     n_masked: int = 2
@@ -538,7 +553,8 @@ class DefendedSearch(SearchBackend):
         self.quarantine: list[QuarantineRecord] = []
         self._counts = Counter()
 
-    def _defend(self, request: SearchRequest, candidates: list[Document]) -> tuple[list[Document], list[QuarantineRecord]]:
+    def _defend(self, request: SearchRequest,
+                candidates: list[Document]) -> tuple[list[Document], list[QuarantineRecord]]:
         terms = _query_terms(request.query)
         top_k = max(1, int(request.top_k))
         if not terms:
