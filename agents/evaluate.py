@@ -54,9 +54,11 @@ def info_at(infos: dict, i: int) -> dict:
 
 
 def holds_answer(text: str, answers: Sequence[str]) -> bool:
-    """Does `text`, normalised, contain a normalised gold alias as a whole-word span?"""
-    hay = " " + normalize_answer(text) + " "
-    return any((n := normalize_answer(a)) and (" " + n + " ") in hay for a in answers)
+    """Does `text` contain a gold alias as a whole-word span? (`knowledge.mentions`, the one
+    answer-containment rule: case, punctuation, articles, diacritics and possessives folded)."""
+    from zerosearch_env.search.knowledge import mentions
+
+    return mentions(text, answers)
 
 
 def env_for(cfg, backend: str, noise: float = 0.0, calibration: bool = False):

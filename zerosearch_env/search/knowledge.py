@@ -51,6 +51,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
 
+from zerosearch_env.rewards import normalize_answer
 from zerosearch_env.search.base import SearchRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,7 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from zerosearch_env.data.world import Entity, World
 
 __all__ = ["Fact", "Knowledge", "KnowledgeSource", "EntityLinker", "WorldKnowledge", "AnswerHintKnowledge",
-           "NoKnowledge", "KNOWLEDGE_SOURCES", "knowledge_from_config", "knowledge_for_env", "name_tokens",
+           "NoKnowledge", "KNOWLEDGE_SOURCES", "knowledge_from_config", "knowledge_for_env", "name_tokens", "answer_tokens",
            "mentions"]
 
 # --------------------------------------------------------------------------- records
@@ -151,14 +152,24 @@ GENERIC_WORDS = frozenset(
     "museum award prize league team cup world".split())
 
 
-def name_tokens(text: str) -> list[str]:
-    """Lower-case letter/digit tokens with diacritics, possessives, apostrophes, zero-width and
-    other format characters removed, and compatibility forms (fullwidth, ligatures) folded."""
+def _fold(text: str) -> str:
+    """`text` with compatibility forms (fullwidth, ligatures) folded, possessives, apostrophes,
+    diacritics, zero-width and other format characters removed."""
     text = unicodedata.normalize("NFKC", str(text))
     text = _APOSTROPHES.sub("", _POSSESSIVE.sub("", text)).translate(_TRANSLIT)
-    text = "".join(c for c in unicodedata.normalize("NFKD", text)
+    return "".join(c for c in unicodedata.normalize("NFKD", text)
                    if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
-    return _WORD.findall(text.casefold())
+
+
+def name_tokens(text: str) -> list[str]:
+    """Lower-case letter/digit tokens of `_fold(text)` (punctuation splits tokens: names)."""
+    return _WORD.findall(_fold(text).casefold())
+
+
+def answer_tokens(text: str) -> list[str]:
+    """The tokens answers are compared on: `rewards.normalize_answer` (the EM normalisation:
+    punctuation dropped without splitting, so "U.S.A." is "usa"; articles dropped) of `_fold(text)`."""
+    return normalize_answer(_fold(text)).split()
 
 
 def _norm(text: str) -> str:
@@ -171,13 +182,14 @@ def _contains(tokens: Sequence[str], seq: Sequence[str]) -> bool:
 
 
 def _alias_sequences(answers: Sequence[str]) -> list[list[str]]:
-    return [seq for seq in (_norm(a).split() for a in answers if isinstance(a, str)) if seq]
+    return [seq for seq in (answer_tokens(a) for a in answers if isinstance(a, str)) if seq]
 
 
 def mentions(text: str, answers: Sequence[str]) -> bool:
-    """True when an alias of `answers` occurs in `text` as a whole token sequence (folded as
-    `name_tokens`, articles ignored)."""
-    tokens = _norm(text).split()
+    """True when an alias of `answers` occurs in `text` as a whole token sequence (`answer_tokens`).
+    The project's one answer-containment rule: the gate's leakage check, answer-in-results in
+    evaluation and fidelity (`agents.evaluate.holds_answer`, `simulator.doc_contains_answer`)."""
+    tokens = answer_tokens(text)
     return any(_contains(tokens, seq) for seq in _alias_sequences(answers))
 
 
@@ -315,7 +327,7 @@ class WorldKnowledge:
                     touches[eid][article] = touches[eid].get(article, 0) + 1
         self._stated = {k: tuple(v) for k, v in stated.items()}
         self._about = {k: tuple(v) for k, v in about.items()}
-        self._tokens = {f: _norm(f.sentence).split() for facts in stated.values() for f in facts}
+        self._tokens = {f: answer_tokens(f.sentence) for facts in stated.values() for f in facts}
         surfaces = {e.name: frozenset(_norm(x) for x in (e.name, *e.aliases)) for e in world.entities}
         # entity -> ((subject alias, relation), accepted objects) for each of its facts
         self._known = {eid: tuple(((alias, f.relation), surfaces.get(f.object, frozenset({_norm(f.object)})))

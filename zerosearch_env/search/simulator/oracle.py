@@ -11,6 +11,7 @@ from typing import Sequence
 
 from zerosearch_env.rewards import normalize_answer
 from zerosearch_env.search.base import Document, SearchRequest
+from zerosearch_env.search.knowledge import mentions
 from zerosearch_env.search.simulator.noise import USEFUL
 from zerosearch_env.search.simulator.parsing import _truncate, default_title, doc_id
 
@@ -26,19 +27,10 @@ def _alias_tokens(answers: Sequence[str]) -> list[list[str]]:
     return out
 
 
-def _contains_seq(tokens: list[str], seq: list[str]) -> bool:
-    n = len(seq)
-    first = seq[0]
-    return any(tokens[i] == first and tokens[i:i + n] == seq for i in range(len(tokens) - n + 1))
-
-
 def doc_contains_answer(doc: Document, answers: Sequence[str]) -> bool:
-    """True when a normalised gold alias occurs, as a whole token sequence, in the title or text."""
-    aliases = _alias_tokens(answers)
-    if not aliases:
-        return False
-    tokens = normalize_answer(f"{doc.title} \n {doc.text}").split()
-    return any(_contains_seq(tokens, a) for a in aliases)
+    """True when a gold alias occurs, as a whole token sequence, in the title or text (the one
+    answer-containment rule of the project: `knowledge.mentions`)."""
+    return mentions(f"{doc.title}\n{doc.text}", answers)
 
 
 def contains_answer(docs: Sequence[Document], answers: Sequence[str]) -> bool:
