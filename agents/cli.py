@@ -16,6 +16,8 @@ COMMANDS = {
     "fidelity": "the same queries through the simulator and a real backend: answer leaks, realism, discriminator AUROC",
     "bench": "run a benchmark script from benchmarks/ and print its figures",
     "sprm-fit": "fit a checkpoint's SPRM head on the policy's own rollouts (for eval --best-of)",
+    "sim-tune": "fine-tune the simulator on real search traffic (labelled useful/noisy query-document pairs, TRL SFT)",
+    "flywheel": "serve, gate, write back, harvest and train in rounds (issue 15), with ablations; table, JSON, PNG",
 }
 
 
