@@ -4,6 +4,7 @@ hostile input. Runs over the built-in world 0 (1,440 articles) in a few seconds.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -11,10 +12,12 @@ from zerosearch_env.data.world import generate_world
 from zerosearch_env.search.base import Document, SearchRequest
 from zerosearch_env.search.bm25 import BM25Search
 from zerosearch_env.search.writeback import (
+    TEMPLATE_RELATIONS,
     GateRejectedError,
     Provenance,
     WriteBackCandidate,
     WriteBackCorpus,
+    match_question,
 )
 
 
@@ -135,7 +138,9 @@ def test_gate_rejects_an_answer_taken_from_an_off_topic_citation(world, corpus):
     d = corpus.propose(c)
     assert not d.accepted and d.reason == "answer_off_path"
     assert d.scores["support_anywhere"] == 1.0 and d.scores["support"] == 0.0
-    assert WriteBackCorpus(world.documents, require_path=False).propose(c).accepted
+    assert WriteBackCorpus(world.documents, require_path=False, require_relation=False).propose(c).accepted
+    # without the path check the relation check still rejects it: no cited sentence says the person was born there
+    assert WriteBackCorpus(world.documents, require_path=False).propose(c).reason == "relation_unsupported"
     # a bridge: the question names the person, the person's article names the organisation
     bridge = _tasks(world, "bridge", 1)[0]
     assert corpus.propose(_candidate(world, bridge)).accepted
@@ -182,6 +187,178 @@ def test_gate_text_must_state_the_answer_from_the_sources(world, corpus):
     assert not d.accepted and d.reason == "ungrounded_text" and d.scores["grounding"] < corpus.min_grounding
     d = corpus.propose(_candidate(world, task, answer="the"))  # normalises to nothing
     assert not d.accepted and d.reason == "empty_answer"
+
+
+def _template(world, name, split="test"):
+    return [t for t in world.tasks if t.template == name and split in (None, t.split)]
+
+
+def _doc_of(world, task, hop):
+    return _by_title(world)[task.supporting_titles[hop]]
+
+
+def test_every_world_template_is_read_back_from_its_questions(world):
+    """The relation check knows every template the world asks, and reads each question back as it."""
+    from zerosearch_env.data.world import TEMPLATES
+
+    assert set(TEMPLATE_RELATIONS) == set(TEMPLATES)
+    for task in world.tasks:
+        rule, subjects = match_question(task.question)
+        assert rule.template == task.template, task.question
+        assert len(subjects) == (2 if task.kind == "comparison" else 1)
+    assert match_question("Why is the sky blue?") is None
+
+
+def test_gate_rejects_a_wrong_name_or_year_copied_from_the_right_article_single_hop(world, corpus):
+    """The article the question leads to holds other names and years; only the one that the
+    question's relation links to its subject is supported (the lexical gate took them all)."""
+    lexical = WriteBackCorpus(world.documents, require_relation=False)
+    task = _template(world, "person_birthplace")[0]
+    article = _doc_of(world, task, 0)
+    year = re.search(r"born in \w+ in (\d+)", article.text).group(1)
+    employer = re.search(r"worked for the ([^.]+)\.", article.text).group(1)
+    assert corpus.propose(_candidate(world, task)).scores["relation"] == 1.0
+    for wrong in (year, employer):
+        c = _candidate(world, task, answer=wrong)
+        d = corpus.propose(c)
+        assert not d.accepted and d.reason == "relation_unsupported" and d.checks["support"] is False
+        assert d.scores["relation"] == 0.0 and d.scores["support"] == 1.0  # on the path, lexically stated
+        assert lexical.propose(c).accepted
+    # the year question takes the year and not the city; an organisation's year is not its founder
+    year_task = next(t for t in _template(world, "person_birth_year") if t.supporting_titles == task.supporting_titles)
+    assert corpus.propose(_candidate(world, year_task)).accepted
+    assert corpus.propose(_candidate(world, year_task, answer=task.answers[0])).reason == "relation_unsupported"
+    org_task = _template(world, "org_founder")[0]
+    org_text = _doc_of(world, org_task, 0).text
+    founded = re.search(r"founded in (\d+)", org_text).group(1)
+    hq = re.search(r"headquartered in ([^.]+)\.", org_text).group(1)
+    assert corpus.propose(_candidate(world, org_task)).accepted
+    for wrong in (founded, hq):
+        assert corpus.propose(_candidate(world, org_task, answer=wrong)).reason == "relation_unsupported"
+
+
+def test_gate_rejects_a_wrong_name_or_year_copied_from_the_right_articles_bridge(world, corpus):
+    """Bridge: the answer must be the second relation's object for the entity the first relation
+    reaches, not another span of either cited article (the bridge entity itself included)."""
+    lexical = WriteBackCorpus(world.documents, require_relation=False)
+    task = _template(world, "person_employer_year")[0]  # the person's article also states a birth year
+    person = _doc_of(world, task, 0)
+    birth_year = re.search(r"born in \w+ in (\d+)", person.text).group(1)
+    org = _doc_of(world, task, 1)
+    assert corpus.propose(_candidate(world, task)).accepted
+    for wrong in (birth_year, org.title):
+        c = _candidate(world, task, answer=wrong)
+        d = corpus.propose(c)
+        assert not d.accepted and "relation_unsupported" in d.reasons, (wrong, d)
+    assert lexical.propose(_candidate(world, task, answer=org.title)).accepted
+    # founder's birthplace: the organisation's headquarters city is a city in the same cited article
+    task = next(t for t in _template(world, "org_founder_birthplace")
+                if re.search(r"headquartered in ([^.]+)\.", _doc_of(world, t, 0).text).group(1) != t.answers[0])
+    hq = re.search(r"headquartered in ([^.]+)\.", _doc_of(world, task, 0).text).group(1)
+    assert corpus.propose(_candidate(world, task)).accepted
+    founder = task.supporting_titles[1]
+    c = _candidate(world, task, answer=hq, text=f"{task.question} The founder, {founder}: {hq}.")
+    assert corpus.propose(c).reason == "relation_unsupported" and lexical.propose(c).accepted
+    # birth country: the city is the bridge, not the answer; the hop-2 article alone does not reach the subject
+    task = _template(world, "person_birth_country")[0]
+    city = _doc_of(world, task, 1)
+    assert corpus.propose(_candidate(world, task, answer=city.title)).reason == "relation_unsupported"
+    only_hop2 = WriteBackCorpus(world.documents, require_path=False)
+    assert only_hop2.propose(_candidate(world, task, cited=(city.id,))).reason == "relation_unsupported"
+
+
+def test_gate_checks_which_of_the_two_compared_came_first(world, corpus):
+    for task in _template(world, "compare_org_founded")[:3] + _template(world, "compare_person_born")[:3]:
+        right = corpus.propose(_candidate(world, task))
+        assert right.accepted and right.scores["relation"] == 1.0
+        other = next(t for t in task.supporting_titles if t != task.answers[0])
+        d = corpus.propose(_candidate(world, task, answer=other))
+        assert not d.accepted and d.reason == "relation_unsupported"
+        # both years must be stated by a cited document
+        one = _candidate(world, task, cited=(_by_title(world)[task.answers[0]].id,))
+        assert corpus.propose(one).scores["relation"] == 0.0
+
+
+def test_gate_accepts_aliases_that_name_one_entity_only(world, corpus):
+    """A family name or an organisation's stem names one entity (it is in one title); a given
+    name shared by several people does not, nor a type word such as "Guild"."""
+    task = _template(world, "org_founder")[0]
+    given, family = task.answers[0].split(" ", 1)
+    assert task.answers[-1] == family
+    assert corpus.propose(_candidate(world, task, answer=family)).accepted
+    task = next(t for t in _template(world, "org_founder")
+                if sum(t.answers[0].split()[0] in d.title.split() for d in world.documents) > 1)
+    given = task.answers[0].split()[0]
+    assert corpus.propose(_candidate(world, task, answer=given)).reason == "relation_unsupported"
+    emp = _template(world, "person_employer")[0]
+    stem, kind = emp.answers[0].split(" ", 1)
+    assert corpus.propose(_candidate(world, emp, answer=stem)).accepted
+    assert corpus.propose(_candidate(world, emp, answer=kind)).reason == "relation_unsupported"
+
+
+def test_accepted_write_backs_vouch_for_their_facts_forced_ones_do_not(world):
+    """An accepted single-hop write-back states its fact (a hop of a later bridge); one forced in
+    without the gate states nothing."""
+    task = _template(world, "person_birth_country")[0]
+    hop1 = next(t for t in _template(world, "person_birthplace", split=None)
+                if t.supporting_titles == task.supporting_titles[:1])
+    city = _doc_of(world, task, 1)
+    for force in (False, True):
+        corpus = WriteBackCorpus(world.documents, clock=FakeClock())
+        if force:
+            wb = corpus.add(_candidate(world, hop1, cited=(city.id,)), Provenance("ep-1", "v1"), force=True)
+        else:
+            wb = corpus.add(_candidate(world, hop1), Provenance("ep-1", "v1"))
+        c = _candidate(world, task, cited=(wb.doc_id, city.id),
+                       text=f"{hop1.question} {hop1.answers[0]}. {task.question} {task.answers[0]}.")
+        assert corpus.propose(c).scores["relation"] == (0.0 if force else 1.0)
+    # an accepted write-back vouches for its answer, not for other sentences its text holds
+    corpus = WriteBackCorpus(world.documents, clock=FakeClock())
+    person = _doc_of(world, hop1, 0)
+    other_city = next(d for d in world.documents if " is a city in " in d.text and d.title not in person.text)
+    family = hop1.question.removeprefix("In which city was ").removesuffix(" born?").split()[-1]
+    year_task = next(t for t in _template(world, "person_birth_year", split=None)
+                     if t.supporting_titles == hop1.supporting_titles)
+    smuggled = (f"{hop1.question} {hop1.answers[0]}. {family} was born in {hop1.answers[0]} in 1701. "
+                f"Not {other_city.title}.")
+    wb = corpus.add(_candidate(world, hop1, text=smuggled, cited=(person.id, other_city.id)), Provenance("ep-2", "v1"))
+    lie = _candidate(world, year_task, answer="1701", cited=(wb.doc_id,), text=f"{year_task.question} 1701.")
+    assert corpus.propose(lie).scores["relation"] == 0.0
+
+
+def test_relation_check_is_a_saved_gate_setting(world, tmp_path):
+    corpus = WriteBackCorpus(world.documents, require_relation=False)
+    assert corpus.gate_config()["require_relation"] is False
+    corpus.save(tmp_path / "c")
+    assert WriteBackCorpus.load(tmp_path / "c").require_relation is False
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text(encoding="utf-8"))
+    del meta["gate"]["require_relation"]  # a corpus saved before the relation check existed
+    (tmp_path / "c" / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert WriteBackCorpus.load(tmp_path / "c").require_relation is False
+    with pytest.raises(TypeError, match="require_relation"):
+        WriteBackCorpus(world.documents, require_relation=1)
+
+
+def test_relation_check_stays_fast_on_hostile_documents(world):
+    """A base document of long sentences built to make the fact patterns backtrack."""
+    import time
+
+    sentence = ("Velmora was born in " * 40)[:499]
+    evil = Document("evil", "Velmora", ". ".join(["Velmora was born in " * 9000] + [sentence] * 300))
+    corpus = WriteBackCorpus(list(world.documents[:50]) + [evil])
+    c = WriteBackCandidate("In which city was Velmora born?", "Velmora", ("evil",), "In which city was Velmora born? Velmora.")
+    start = time.perf_counter()
+    d = corpus.propose(c)
+    assert time.perf_counter() - start < 2.0
+    assert d.scores["relation"] in (0.0, 1.0)
+
+
+def test_questions_no_template_words_keep_the_lexical_check(world, corpus):
+    task = _tasks(world, "single", 1)[0]
+    c = _candidate(world, task)
+    free = WriteBackCandidate(f"Tell me: {task.question}", c.answer, c.cited_ids, f"{task.question} {c.answer}.")
+    d = corpus.propose(free)
+    assert d.accepted and "relation" not in d.scores
 
 
 def test_optional_verifier_hook(world):

@@ -7,8 +7,23 @@ and returns a `GateDecision` with per-check scores:
 - *support*: the normalised answer (`rewards.normalize_answer`) is contained, on word boundaries,
   in a sentence of a cited document the question leads to (it names the document, or names a
   document that names it: a bridge); the written text states the answer too, and its content words
-  (`bm25.tokenize`) are found in the cited documents or the question (`grounding`). An optional
-  `verifier(premise, hypothesis) -> float` (an NLI model) adds an entailment score.
+  (`bm25.tokenize`) are found in the cited documents or the question (`grounding`).
+  *Relation check* (`require_relation`, on by default) for questions worded by one of the world's
+  templates (`data.world.TEMPLATES`, read back from the question text by `match_question`): the
+  cited documents must state the answer *as the value of the relation the question asks about*
+  (`TEMPLATE_RELATIONS`) for the question's subject. Facts (relation, subject, object) are read
+  from cited sentences by the patterns the world's articles and the simulator's fact sentences
+  use (`sentence_facts`) and from cited write-backs the gate accepted (their question and answer).
+  Single-hop: a fact of that relation whose subject names the question's subject and whose object
+  is the answer. Bridge: the first relation's objects for the subject (the bridge entities, reached
+  through a cited sentence), then a second-relation fact about one of them whose object is the
+  answer. Comparison: the answer names exactly one of the two compared, each has exactly one
+  stated year, and the answer's is the earlier. A mention names an entity when it is the whole
+  name, or its first or last words found in only one base document title (a family name, an
+  organisation's stem), so aliases pass and shared given names or type words ("Guild") do not.
+  The check uses the question text and the cited documents only, never the gold answer; a question
+  worded otherwise keeps the lexical checks alone. An optional `verifier(premise, hypothesis) ->
+  float` (an NLI model) adds an entailment score.
 - *attribution*: every cited id is a live document of the index, and each one holds supporting
   text (the answer, or its title is named by the question or the written text).
 - *novelty*: the written text is not a near duplicate of a document already there: word-shingle
@@ -40,10 +55,18 @@ Measured (2 shared CPU cores; figures in benchmarks/results/writeback_*.json):
   top-10 BM25 hit is at most 0.351 for distinct world articles (p99 0.316) and at least 0.357 for
   edited copies (p01 0.429); at 0.375, 0 of 4,320 distinct articles and 3 of 30,240 copies are
   misjudged, and no "question answer." write-back comes near (max 0.154);
-- gate (`benchmarks/writeback_gate.py`, 400 test questions of worlds 0 and 1): gold answers
-  accepted 100%, fake citations 0%, a wrong entity citing the article it came from 1.2% (62%
-  without the path check), a wrong span taken from the right article 83% (the gate is lexical;
-  that needs the `verifier`).
+- gate (`benchmarks/writeback_gate.py`, all 2,471 test questions of worlds 0 and 1; share
+  accepted, lexical gate (`require_relation=False`) -> default gate): gold answers 100% -> 100%
+  (their family-name / stem aliases 100% -> 100%); a wrong name or year copied from the right
+  cited article 82.9% -> 0% (one drawn per question; single-hop 100% -> 0%, bridge 56% -> 0%,
+  comparison 100% -> 0%; every such span: 75.7% -> 0% of 8,684); the other of two compared things
+  100% -> 0%; a wrong entity citing its own article 1.2% -> 0%; a wrong name or year drawn from
+  the BM25 top-5 documents of an agent's searches, citing those that state it, 53.7% -> 0%; fake
+  citations 0% -> 0%. What the writer cites matters for right answers: citing the served
+  documents that state the answer *and* those whose title the question names, 100% accepted;
+  only those that state it, 69% (bridge 36%, comparison 0%: the article tying the subject to
+  the bridge entity, or the other compared thing's year, is not cited). 1.39 vs 1.50 ms per
+  `propose` in one run (the novelty search dominates).
 """
 
 from __future__ import annotations
@@ -68,6 +91,7 @@ import numpy as np
 from zerosearch_env.rewards import normalize_answer
 from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
 from zerosearch_env.search.bm25 import tokenize
+from zerosearch_env.search.knowledge import answer_tokens
 
 FORMAT = "zerosearch-writeback-v1"
 # BM25Search indexes an empty document under this token (no query can produce it); so do we.
@@ -255,6 +279,131 @@ def _contains(haystack_norm: str, needle_norm: str) -> bool:
     return bool(needle_norm) and f" {needle_norm} " in f" {haystack_norm} "
 
 
+# ----- the relation check (support on the world's questions) ------------------------------------
+#
+# Which relation each of the world's question templates asks about (`data.world.TEMPLATES`), hop
+# by hop; a comparison asks which of its two subjects has the earlier value of its relation.
+# A template missing here is checked lexically only (tests fail when the world adds one).
+TEMPLATE_RELATIONS: dict[str, tuple[str, ...]] = {
+    "person_birthplace": ("born_in",),
+    "person_birth_year": ("birth_year",),
+    "person_employer": ("member_of",),
+    "org_founded_year": ("founded_year",),
+    "org_headquarters": ("headquartered_in",),
+    "org_founder": ("founded_by",),
+    "city_country": ("located_in",),
+    "river_city": ("flows_through",),
+    "book_author": ("written_by",),
+    "book_year": ("published_year",),
+    "country_capital": ("capital",),
+    "person_birth_country": ("born_in", "located_in"),
+    "person_employer_year": ("member_of", "founded_year"),
+    "org_founder_birthplace": ("founded_by", "born_in"),
+    "org_country": ("headquartered_in", "located_in"),
+    "book_author_birthplace": ("written_by", "born_in"),
+    "book_author_birth_year": ("written_by", "birth_year"),
+    "river_country": ("flows_through", "located_in"),
+    "compare_org_founded": ("founded_year",),
+    "compare_person_born": ("birth_year",),
+    "compare_book_published": ("published_year",),
+}
+_FACT_TEXT_CHARS = 200_000
+_FACT_SENTENCE_CHARS = 500
+
+# How articles state each relation: the world's articles (`data.world`) and the simulator's fact
+# sentences (`search.knowledge._SENTENCES`), on `_norm`-alised sentences (lower case, no
+# punctuation, no articles). Per sentence the first rule that matches gives its facts, as
+# (relation, subject group, object group).
+_SENTENCE_RULES: tuple[tuple[re.Pattern, tuple[tuple[str, str, str], ...]], ...] = tuple(
+    (re.compile(pattern), facts) for pattern, facts in (
+        (r"^(?P<s>.+?) was born in (?P<o>.+?) in (?P<y>\d+)$", (("born_in", "s", "o"), ("birth_year", "s", "y"))),
+        (r"^(?P<s>.+?) was born in (?P<y>\d+)$", (("birth_year", "s", "y"),)),
+        (r"^(?P<s>.+?) was born in (?P<o>.+)$", (("born_in", "s", "o"),)),
+        (r"^(?P<s>.+?) worked for (?P<o>.+)$", (("member_of", "s", "o"),)),
+        (r"^(?P<s>.+?) was founded in (?P<y>\d+) by (?P<o>.+)$",
+         (("founded_year", "s", "y"), ("founded_by", "s", "o"))),
+        (r"^(?P<s>.+?) was founded in (?P<y>\d+)$", (("founded_year", "s", "y"),)),
+        (r"^(?P<s>.+?) was founded by (?P<o>.+)$", (("founded_by", "s", "o"),)),
+        (r"^(?P<o>.+?)(?<! was) founded (?P<s>.+)$", (("founded_by", "s", "o"),)),
+        (r"^(?P<s>.+?) is headquartered in (?P<o>.+)$", (("headquartered_in", "s", "o"),)),
+        (r"^(?P<s>.+?) is city in (?P<o>.+)$", (("located_in", "s", "o"),)),
+        (r"^capital of (?P<s>.+?) is (?P<o>.+)$", (("capital", "s", "o"),)),
+        (r"^(?P<s>.+?) flows through city of (?P<o>.+?)(?: before it reaches .+)?$", (("flows_through", "s", "o"),)),
+        (r"^(?P<s>.+?) flows through (?P<o>.+)$", (("flows_through", "s", "o"),)),
+        (r"^(?P<s>.+?) was written by (?P<o>.+)$", (("written_by", "s", "o"),)),
+        (r"^(?P<s>.+?) is (?:[a-z]+ ){1,3}by (?P<o>.+)$", (("written_by", "s", "o"),)),
+        (r"^(?P<o>.+?) wrote (?P<s>.+)$", (("written_by", "s", "o"),)),
+        (r"^(?P<s>.+?) was published in (?P<y>\d+)$", (("published_year", "s", "y"),)),
+    ))
+
+
+def _norm(text: str) -> str:
+    """The answer normalisation of `knowledge.answer_tokens` (folded, EM-normalised) as one string."""
+    return " ".join(answer_tokens(text))
+
+
+@dataclass(frozen=True)
+class QuestionRule:
+    """A question template read back from question text: `relations` hop by hop, `comparison`
+    when the question asks which of its two subjects came first."""
+
+    template: str
+    pattern: re.Pattern
+    relations: tuple[str, ...]
+    comparison: bool
+
+
+@functools.lru_cache(maxsize=1)
+def question_rules() -> tuple[QuestionRule, ...]:
+    """One rule per world template in `TEMPLATE_RELATIONS`, the most literal wording first (so
+    "In which city was the founder of the X born?" is not read as a birthplace of "founder of X")."""
+    from zerosearch_env.data.world import TEMPLATES  # lazily: data.world imports this package
+
+    rules = []
+    for name, (kind, wording) in TEMPLATES.items():
+        relations = TEMPLATE_RELATIONS.get(name)
+        if relations is None:
+            continue
+        slots = re.findall(r"\{(\w+)\}", wording)
+        text = wording
+        for i, slot in enumerate(slots):
+            text = text.replace("{" + slot + "}", f"zqslot{i}qz")
+        pattern = re.escape(_norm(text))
+        for i in range(len(slots)):
+            pattern = pattern.replace(f"zqslot{i}qz", f"(?P<s{i}>.+?)")
+        rules.append((len(_norm(text)) - 10 * len(slots),
+                      QuestionRule(name, re.compile(f"^{pattern}$"), relations, kind == "comparison")))
+    return tuple(r for _, r in sorted(rules, key=lambda x: -x[0]))
+
+
+def match_question(question: str) -> tuple[QuestionRule, tuple[str, ...]] | None:
+    """(rule, normalised subjects) of the world template `question` is worded by, or None."""
+    q = _norm(question)
+    for rule in question_rules():
+        m = rule.pattern.match(q)
+        if m:
+            return rule, tuple(m.groups())
+    return None
+
+
+@functools.lru_cache(maxsize=8192)
+def sentence_facts(text: str) -> tuple[tuple[str, str, str], ...]:
+    """(relation, subject, object) stated by the sentences of `text` (normalised mentions).
+    Only the first `_FACT_TEXT_CHARS` characters are read, and sentences up to `_FACT_SENTENCE_CHARS`
+    (a stated fact is one short sentence; this bounds the regular expressions' backtracking)."""
+    facts = []
+    for sentence in _SENTENCE_END.split(text[:_FACT_TEXT_CHARS]):
+        if len(sentence) > _FACT_SENTENCE_CHARS:
+            continue
+        s = _norm(sentence)
+        for pattern, spec in _SENTENCE_RULES:
+            m = pattern.match(s)
+            if m:
+                facts.extend((rel, m.group(sg), m.group(og)) for rel, sg, og in spec)
+                break
+    return tuple(facts)
+
+
 class WriteBackCorpus(SearchBackend):
     """A BM25 corpus over `documents` that grows by gated write-back (see the module docstring).
 
@@ -264,7 +413,9 @@ class WriteBackCorpus(SearchBackend):
     documents or the question), `require_path` (the answer must sit in a sentence of a cited
     document the question leads to: named by the question, sharing `path_min_overlap` of its
     content words, or named by such a document; a closed-world check for entity-titled corpora
-    like the world and Wikipedia, switch it off for others), `verifier` and `min_entailment` (an
+    like the world and Wikipedia, switch it off for others), `require_relation` (questions in the
+    world's wording must have their answer stated as the value of the relation they ask about,
+    see the module docstring), `verifier` and `min_entailment` (an
     optional NLI hook: `verifier(premise=cited texts, hypothesis=written text)` -> probability
     of entailment).
     `clock` gives the provenance time (seconds; inject a fake one in tests).
@@ -275,12 +426,13 @@ class WriteBackCorpus(SearchBackend):
     def __init__(self, documents: Iterable[Document], *, k1: float = 1.5, b: float = 0.75,
                  max_query_tokens: int = 256, novelty_threshold: float = 0.375, shingle_size: int = 3,
                  novelty_top_k: int = 10, min_grounding: float = 0.8, require_path: bool = True,
-                 path_min_overlap: float = 0.5, verifier: Callable[..., float] | None = None,
-                 min_entailment: float = 0.5,
+                 path_min_overlap: float = 0.5, require_relation: bool = True,
+                 verifier: Callable[..., float] | None = None, min_entailment: float = 0.5,
                  clock: Callable[[], float] = time.time):
         self._configure(k1=k1, b=b, max_query_tokens=max_query_tokens, novelty_threshold=novelty_threshold,
                         shingle_size=shingle_size, novelty_top_k=novelty_top_k, min_grounding=min_grounding,
-                        require_path=require_path, path_min_overlap=path_min_overlap, verifier=verifier,
+                        require_path=require_path, path_min_overlap=path_min_overlap,
+                        require_relation=require_relation, verifier=verifier,
                         min_entailment=min_entailment, clock=clock)
         if isinstance(documents, (str, bytes, Mapping)):
             raise TypeError(f"documents must be an iterable of Document, got {type(documents).__name__}")
@@ -294,9 +446,11 @@ class WriteBackCorpus(SearchBackend):
             raise ValueError("WriteBackCorpus needs at least one base document")
 
     def _configure(self, *, k1, b, max_query_tokens, novelty_threshold, shingle_size, novelty_top_k,
-                   min_grounding, require_path, path_min_overlap, verifier, min_entailment, clock) -> None:
-        if not isinstance(require_path, bool):
-            raise TypeError(f"require_path must be a bool, got {type(require_path).__name__}")
+                   min_grounding, require_path, path_min_overlap, require_relation, verifier, min_entailment,
+                   clock) -> None:
+        for flag, value in (("require_path", require_path), ("require_relation", require_relation)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {type(value).__name__}")
         if not 0.0 < path_min_overlap <= 1.0:
             raise ValueError(f"path_min_overlap must be in (0, 1], got {path_min_overlap}")
         if not 0.0 < novelty_threshold <= 1.0:
@@ -313,6 +467,7 @@ class WriteBackCorpus(SearchBackend):
         self.min_grounding = float(min_grounding)
         self.require_path = require_path
         self.path_min_overlap = float(path_min_overlap)
+        self.require_relation = require_relation
         self.verifier = verifier
         self.min_entailment = float(min_entailment)
         self.clock = clock
@@ -326,6 +481,8 @@ class WriteBackCorpus(SearchBackend):
         self._identity: str | None = None
         # one writer or reader at a time (the env's async twin searches from worker threads)
         self._lock = threading.RLock()
+        # word -> how many base documents' titles hold it (a word in one title names that entity)
+        self._title_word_docs: Counter = Counter()
         self._events: list[dict] = []  # audit trail (adds, rollbacks); not part of state_bytes
         self._queries = 0
 
@@ -349,6 +506,8 @@ class WriteBackCorpus(SearchBackend):
             self._postings.setdefault(term, {})[slot] = n
             self._array_cache.pop(term, None)
         self._total_length += len(toks)
+        if record is None:
+            self._title_word_docs.update(set(_norm(doc.title).split()))
 
     def _remove(self, slot: int) -> _Entry:
         entry = self._entries.pop(slot)
@@ -513,6 +672,12 @@ class WriteBackCorpus(SearchBackend):
             reasons.append("unsupported")
         elif answer_n and known and self.require_path and not on_path:
             reasons.append("answer_off_path")
+        if self.require_relation and answer_n and known:
+            relation = self._relation_support(c.question, c.answer, known)
+            if relation is not None:
+                scores["relation"] = relation
+                if relation < 1.0 and "unsupported" not in reasons:
+                    reasons.append("relation_unsupported")
         if answer_n and not scores["answer_in_text"]:
             reasons.append("answer_not_in_text")
         source_words = set(tokenize(c.question))
@@ -546,8 +711,8 @@ class WriteBackCorpus(SearchBackend):
         if text_words and max_sim >= self.novelty_threshold:
             reasons.append("near_duplicate")
 
-        support_fail = {"empty_answer", "empty_text", "unsupported", "answer_off_path", "answer_not_in_text",
-                        "ungrounded_text", "not_entailed"}
+        support_fail = {"empty_answer", "empty_text", "unsupported", "answer_off_path", "relation_unsupported",
+                        "answer_not_in_text", "ungrounded_text", "not_entailed"}
         attribution_fail = {"no_citations", "unknown_citation", "unattributed_citation"}
         checks = {"support": not support_fail & set(reasons),
                   "attribution": not attribution_fail & set(reasons),
@@ -580,6 +745,74 @@ class WriteBackCorpus(SearchBackend):
                     grew = True
         return [d.id for d in reached
                 if any(_contains(normalize_answer(sent), answer_n) for sent in _SENTENCE_END.split(d.text))]
+
+    def _refers_to(self, mention: str, name: str) -> bool:
+        """`mention` (normalised) names the entity `name` (normalised): equal, or the first or
+        last words of `name`, each of which is in at most one base document's title (a family
+        name, an organisation's stem; not a given name shared by several people, nor "Institute")."""
+        if not mention or not name:
+            return False
+        if mention == name:
+            return True
+        if not (name.startswith(mention + " ") or name.endswith(" " + mention)):
+            return False
+        return all(self._title_word_docs.get(w, 0) <= 1 for w in mention.split())
+
+    def _relation_support(self, question: str, answer: str, docs: list[Document]) -> float | None:
+        """1.0 when the cited documents state `answer` for the relation the question asks about,
+        0.0 when they do not, None when the question is worded by no known template.
+
+        A fact is a (relation, subject, object) read from a sentence of a cited base document
+        (`sentence_facts`), or from a cited write-back the gate accepted: its question's template
+        and subject with its answer (not its text's other sentences, which the gate did not check).
+        A write-back forced in without the gate states nothing. Single-hop: a fact of the question's relation whose subject names the question's
+        subject and whose object is the answer. Bridge: the first relation's objects for the
+        subject (the bridge entities), then the second relation's facts about one of them.
+        Comparison: the answer names exactly one of the two subjects, each subject has exactly
+        one stated year of the relation, and the answer's is the earlier."""
+        matched = match_question(question)
+        if matched is None:
+            return None
+        rule, subjects = matched
+        a = _norm(answer)
+        facts: list[tuple[str, str, str]] = []
+        for d in docs:
+            record = self._entries[self._slot_of[d.id]].record
+            if record is not None:
+                if record.forced:
+                    continue  # the no-gate ablation's documents vouch for nothing
+                prior = match_question(record.candidate.question)
+                prior_answer = _norm(record.candidate.answer)
+                if prior is not None:
+                    prule, psubjects = prior
+                    same = (set(psubjects) == set(subjects) if rule.comparison else psubjects == subjects)
+                    if prule.template == rule.template and same and self._refers_to(a, prior_answer):
+                        return 1.0
+                    if len(prule.relations) == 1 and not prule.comparison:
+                        facts.append((prule.relations[0], psubjects[0], prior_answer))
+                # its text is not read: the gate checked its answer, not every sentence it wrote
+                continue
+            facts.extend(sentence_facts(d.text))
+
+        def objects(relation: str, subject: str) -> set[str]:
+            return {o for r, s, o in facts if r == relation and self._refers_to(s, subject)}
+
+        if rule.comparison:
+            picked = [self._refers_to(a, s) for s in subjects]
+            if len(subjects) != 2 or sum(picked) != 1:
+                return 0.0
+            years = []
+            for s in subjects:
+                stated = {o for o in objects(rule.relations[0], s) if o.isdigit()}
+                if len(stated) != 1:
+                    return 0.0
+                years.append(int(stated.pop()))
+            mine, other = years if picked[0] else years[::-1]
+            return 1.0 if mine < other else 0.0
+        ends = {subjects[0]}
+        for relation in rule.relations:
+            ends = {o for e in ends for o in objects(relation, e)}
+        return 1.0 if any(self._refers_to(a, o) for o in ends) else 0.0
 
     # ----- write-back and rollback ----------------------------------------------------------
 
@@ -691,6 +924,7 @@ class WriteBackCorpus(SearchBackend):
         return {"novelty_threshold": self.novelty_threshold, "shingle_size": self.shingle_size,
                 "novelty_top_k": self.novelty_top_k, "min_grounding": self.min_grounding,
                 "require_path": self.require_path, "path_min_overlap": self.path_min_overlap,
+                "require_relation": self.require_relation,
                 "min_entailment": self.min_entailment, "verifier": self.verifier is not None}
 
     @_locked
@@ -755,6 +989,8 @@ class WriteBackCorpus(SearchBackend):
                           novelty_threshold=gate["novelty_threshold"], shingle_size=gate["shingle_size"],
                           novelty_top_k=gate["novelty_top_k"], min_grounding=gate["min_grounding"],
                           require_path=gate["require_path"], path_min_overlap=gate["path_min_overlap"],
+                          # corpora saved before the relation check keep the gate they were saved with
+                          require_relation=gate.get("require_relation", False),
                           verifier=verifier, min_entailment=gate["min_entailment"], clock=clock)
         for doc_id in meta["order"]:
             if doc_id in records:
