@@ -292,16 +292,19 @@ def _served_lists(traj) -> list[list[str]]:
 
 
 def _evaluate(policy_model, tokenizer, cfg: FlywheelConfig, env_cfg, backend, tasks, autocast, progress: bool) -> dict:
-    from agents.calibration import calibration_report
-    from agents.evaluate import greedy_agent, run_episodes, summarize
-    from agents.policy import Policy
+    from agents.calibration import ConfidenceAgent, calibration_report
+    from agents.evaluate import run_episodes, summarize
+    from agents.policy import Policy, PolicyAgent
     from zerosearch_env.vector_env import make_vec
 
     policy_model.eval()
     policy = Policy(policy_model, tokenizer, max_new_tokens=cfg.max_new_tokens, autocast_dtype=autocast)
+    agent = PolicyAgent(policy, greedy=True, seed=cfg.seed)  # `evaluate.greedy_agent`, with the training's
+    if cfg.calibration:                                       # confidence budget
+        agent = ConfidenceAgent(agent, max_new_tokens=cfg.signals.confidence_max_tokens)
     vec = make_vec(min(32, len(tasks)), env_cfg, backend=backend, tasks=tasks)
     try:
-        records = run_episodes(greedy_agent(policy, env_cfg, cfg.seed), vec, tasks, progress=progress,
+        records = run_episodes(agent, vec, tasks, progress=progress,
                                desc="held-out eval (BM25, original corpus)")
     finally:
         vec.close()
@@ -536,8 +539,9 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
         all_trajs = [t for _, g, _, _ in groups for t in g]
         mon = signals.step_metrics(r, all_trajs)
         for key in ("entropy_mean", "entropy/search_count", "entropy/query_style", "entropy/answer_length",
-                    "unique_answers", "collapse_warning", "calib_ece"):
-            row[key] = mon.get(key)
+                    "unique_answers", "collapse_warning", "calib_ece", "calib_brier"):
+            v = mon.get(key)
+            row[key] = None if isinstance(v, float) and not math.isfinite(v) else v  # NaN: undefined
         bias = position_bias([RankedEpisode(tuple(corpus.get(i).text if corpus.get(i) else "" for i in lst[-1]),
                                             t.info.get("answer"), golds)
                               for _, g, golds, _ in groups for t in g

@@ -98,7 +98,7 @@ def test_config_checks_and_ablations():
     with pytest.raises(ValueError, match="unknown ablation"):
         cfg.ablated("everything")
     with pytest.raises(ValueError, match="calibration"):
-        FlywheelConfig(signals={"brier": True})
+        FlywheelConfig(signals={"brier": True, "confidence_max_tokens": 16})
     with pytest.raises(ValueError):
         FlywheelConfig(rounds=0)
     with pytest.raises(ValueError):
@@ -124,9 +124,10 @@ def small_config(**kw) -> FlywheelConfig:
 
 @pytest.fixture(scope="module")
 def taught():
-    """The tiny random Llama after 30 supervised steps on three trajectories: search the subject's name,
-    then answer; the birthplace question half with the right city and half with a wrong one (not in
-    the served documents), the birth-year question with the right year. (model state, tokenizer)"""
+    """The tiny random Llama after 30 supervised steps on six trajectories: search the subject's name,
+    then answer, then (in calibration mode) state a confidence of 0.8; the birthplace question half with
+    the right city and half with a wrong one (in no served document), the birth-year question with the
+    right year; each with and without the calibration prompt. (model state, tokenizer)"""
     from agents.policy import Policy
     from zerosearch_env import EnvConfig
     from zerosearch_env.env import SearchEnv
@@ -134,16 +135,20 @@ def taught():
     tok = tiny_tokenizer()
     model = tiny_model(seed=1)
     policy = Policy(model, tok, max_new_tokens=24)
-    env = SearchEnv(EnvConfig(backend="bm25", top_k=2, max_doc_chars=120, max_turns=2), tasks=[Q_CITY, Q_YEAR])
     seqs = []
-    for task, answers in ((Q_CITY, [Q_CITY.answers[0], WRONG_CITY]), (Q_YEAR, [Q_YEAR.answers[0]])):
-        prompt, _ = env.reset(options={"task_id": task.id})
-        search = f"<search>{SUBJECT}</search>"
-        info, *_ = env.step(search)
-        for answer in answers:
-            parts = [(policy.prompt_ids(prompt), 0), (policy.encode(search), 1), (policy.encode(info), 0),
-                     (policy.encode(f"<answer>{answer}</answer>"), 1)]
-            seqs.append(([i for p, _ in parts for i in p], [m for p, m in parts for _ in p]))
+    for calibration in (False, True):
+        env = SearchEnv(EnvConfig(backend="bm25", top_k=2, max_doc_chars=120, max_turns=2, calibration=calibration),
+                        tasks=[Q_CITY, Q_YEAR])
+        for task, answers in ((Q_CITY, [Q_CITY.answers[0], WRONG_CITY]), (Q_YEAR, [Q_YEAR.answers[0]])):
+            prompt, _ = env.reset(options={"task_id": task.id})
+            search = f"<search>{SUBJECT}</search>"
+            info, *_ = env.step(search)
+            for answer in answers:
+                parts = [(policy.prompt_ids(prompt), 0), (policy.encode(search), 1), (policy.encode(info), 0),
+                         (policy.encode(f"<answer>{answer}</answer>"), 1)]
+                if calibration:
+                    parts += [(policy.encode("<confidence>"), 0), (policy.encode("0.8</confidence>"), 1)]
+                seqs.append(([i for p, _ in parts for i in p], [m for p, m in parts for _ in p]))
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(30):
@@ -178,8 +183,8 @@ def _fraction_or_none(v):
 def test_flywheel_end_to_end_with_the_gate(taught, tmp_path):
     model, tok = fresh_model(taught)
     stream = [Q_CITY, Q_YEAR, Q_CITY, Q_YEAR]
-    run = run_flywheel(small_config(propose_questions=1), tmp_path, model, tok, progress=False,
-                       serve_tasks=stream, eval_tasks=[Q_CITY, Q_YEAR])
+    cfg = small_config(propose_questions=1, calibration=True, signals={"brier": True, "confidence_max_tokens": 16})
+    run = run_flywheel(cfg, tmp_path, model, tok, progress=False, serve_tasks=stream, eval_tasks=[Q_CITY, Q_YEAR])
     assert run.initial is not None and _fraction_or_none(run.initial["eval_em"])
     assert [r["round"] for r in run.rounds] == [1, 2]
     for row in run.rounds:
@@ -192,6 +197,11 @@ def test_flywheel_end_to_end_with_the_gate(taught, tmp_path):
         assert 0 <= row["frontier_kept"] <= row["groups"]
         assert row["train_minutes"] >= 0 and row["planted"] == 2
         assert row["serve_answer_rate"] > 0.5  # the taught policy searches, then answers
+    for row in [run.initial, *run.rounds]:  # calibration: the stated confidences give an ECE
+        assert isinstance(row["eval_ece"], float) and 0.0 <= row["eval_ece"] <= 1.0
+    # serving: a confidence segment after every answer (the Brier term's input; the tiny model's are unparseable
+    # after the planted documents change its context, so the serving ECE may be undefined)
+    assert run.rounds[0]["confidence_segments"] > 0 and _fraction_or_none(run.rounds[0]["calib_ece"])
     for row in run.rounds:  # every group is on the frontier, all right or all wrong
         assert row["frontier_kept"] + row["frontier_all_right"] + row["frontier_all_wrong"] == row["groups"]
     # the gate let in the right answers only (a wrong city is in no served document)
