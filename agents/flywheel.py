@@ -367,6 +367,9 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
         stream = list(serve_tasks)
         if any(t.split != "train" for t in stream):
             raise ValueError("serve_tasks must come from the train split (the test split is kept for evaluation)")
+    if len(stream) < cfg.rounds * cfg.questions_per_round:
+        raise ValueError(f"{len(stream)} serving questions for {cfg.rounds} rounds x {cfg.questions_per_round}: "
+                         "lower rounds or questions_per_round")
     if eval_tasks is None:
         held_out = list(world.split("test"))
         random.Random(cfg.seed).shuffle(held_out)
@@ -409,15 +412,13 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
         t_round = time.perf_counter()
         pre_round_hash = corpus.state_hash()
         questions = stream[r * cfg.questions_per_round:(r + 1) * cfg.questions_per_round]
-        if not questions:
-            raise ValueError(f"round {r}: the question stream is spent ({len(stream)} questions for "
-                             f"{cfg.rounds} rounds x {cfg.questions_per_round})")
         row: dict[str, Any] = {"run": label, "round": r + 1, "questions": len(questions)}
 
         # 1. the adversary plants documents for some of this round's questions
         rng = random.Random(f"{cfg.seed}|adversary|{r}")
         targetable = [t for t in questions if t.kind in ("single", "bridge") and (t.meta or {}).get("subjects")]
         planted = 0
+        false_answers = {}  # task id -> the false answer this round's attack pushes
         for task in rng.sample(targetable, min(cfg.attacks_per_round, len(targetable))):
             attack = craft_attack(task, world, n_docs=cfg.attack_docs, seed=cfg.seed * 1000 + r,
                                   style=cfg.attack_style, id_prefix=f"planted-r{r}")
@@ -428,6 +429,7 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
                 ids.append(rec.doc_id)
                 planted += 1
             attacks.append((attack, ids))
+            false_answers[task.id] = attack.false_answer
         row["planted"] = planted
         planted_ids = {i for _, ids in attacks for i in ids}
 
@@ -447,6 +449,9 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
                   for i, task in enumerate(questions)]
         row["serve_em"] = sum(t.info["em"] for t in trajs) / len(trajs)
         row["serve_answer_rate"] = sum(bool(t.info["answered"]) for t in trajs) / len(trajs)
+        attacked = [t for t in trajs if t.task.id in false_answers]
+        row["hijacked_answers"] = (sum(exact_match(t.info.get("answer"), [false_answers[t.task.id]]) for t in attacked)
+                                   / len(attacked)) if attacked else None  # samples giving the planted answer
         if cfg.defences:
             st = retrieval.stats()
             genuine = [q for q in retrieval.quarantine if q.doc_id not in planted_ids]
@@ -586,6 +591,9 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
         else:
             row["attack_success_defended"] = None
         row["attack_success"] = row["attack_success_defended"] if cfg.defences else row["attack_success_undefended"]
+        base_em = initial["eval_em"] if initial else None
+        row["em_gain_per_train_minute"] = ((row["eval_em"] - base_em) / train_minutes_total
+                                           if base_em is not None and train_minutes_total > 0 else None)
         row["round_minutes"] = (time.perf_counter() - t_round) / 60.0
         rows.append(row)
         with open(out / "rounds.jsonl", "a" if r else "w", encoding="utf-8") as f:

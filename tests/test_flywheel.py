@@ -173,7 +173,8 @@ def fresh_model(taught):
 ROW_KEYS = ("eval_em", "eval_f1", "accepted", "true_facts_added", "pollution", "pollution_round", "attack_success",
             "attack_success_undefended", "attack_success_defended", "position_bias", "position_answer_rank1",
             "position_fact_rank1", "eval_ece", "entropy_mean", "unique_answers", "frontier_kept", "groups",
-            "train_steps", "train_minutes", "planted", "false_flag_rate", "proposed", "proposed_kept")
+            "train_steps", "train_minutes", "planted", "false_flag_rate", "proposed", "proposed_kept", "hijacked_answers",
+            "em_gain_per_train_minute")
 
 
 def _fraction_or_none(v):
@@ -193,6 +194,7 @@ def test_flywheel_end_to_end_with_the_gate(taught, tmp_path):
         for key in ("eval_em", "eval_f1", "pollution", "attack_success", "attack_success_undefended",
                     "position_answer_rank1", "position_fact_rank1", "entropy_mean", "false_flag_rate"):
             assert _fraction_or_none(row[key]), (key, row[key])
+        assert _fraction_or_none(row["hijacked_answers"]) and isinstance(row["em_gain_per_train_minute"], float)
         assert row["position_bias"] is None or -1.0 <= row["position_bias"] <= 1.0
         assert 0 <= row["frontier_kept"] <= row["groups"]
         assert row["train_minutes"] >= 0 and row["planted"] == 2
@@ -245,6 +247,15 @@ def test_flywheel_without_the_gate_measures_pollution_and_keeps_provenance(taugh
     assert saved.state_bytes() != before
     saved.rollback(round=0)
     assert saved.state_bytes() == WriteBackCorpus(WORLD.documents).state_bytes()
+
+
+def test_serving_questions_must_be_train_questions_and_enough(taught, tmp_path):
+    model, tok = fresh_model(taught)
+    test_q = WORLD.split("test")[0]
+    with pytest.raises(ValueError, match="train split"):
+        run_flywheel(small_config(), tmp_path, model, tok, progress=False, serve_tasks=[Q_CITY, test_q, Q_YEAR, Q_CITY])
+    with pytest.raises(ValueError, match="3 serving questions for 2 rounds x 2"):
+        run_flywheel(small_config(), tmp_path, model, tok, progress=False, serve_tasks=[Q_CITY, Q_YEAR, Q_CITY])
 
 
 def test_ablations_start_from_the_same_model(taught, tmp_path):
