@@ -657,14 +657,15 @@ TABLE_COLUMNS = (("run", "run", "{}"), ("round", "round", "{}"), ("eval_em", "EM
 
 def format_table(runs: Sequence[FlywheelRun]) -> str:
     """One line per run and round (round 0: the starting policy)."""
-    lines = ["  ".join(f"{h:>9}" for _, h, _ in TABLE_COLUMNS)]
+    widths = [max([9] + [len(r.label) for r in runs]) if key == "run" else 9 for key, _, _ in TABLE_COLUMNS]
+    lines = ["  ".join(f"{h:>{w}}" for (_, h, _), w in zip(TABLE_COLUMNS, widths))]
     for run in runs:
         rows = ([{"run": run.label, **run.initial}] if run.initial else []) + list(run.rounds)
         for row in rows:
             cells = []
-            for key, _, fmt in TABLE_COLUMNS:
+            for (key, _, fmt), w in zip(TABLE_COLUMNS, widths):
                 v = row.get(key)
-                cells.append(f"{'-' if v is None else (fmt.format(v) if not isinstance(v, str) else v):>9}")
+                cells.append(f"{'-' if v is None else (fmt.format(v) if not isinstance(v, str) else v):>{w}}")
             lines.append("  ".join(cells))
     return "\n".join(lines)
 
@@ -681,6 +682,7 @@ def plot_runs(runs: Sequence[FlywheelRun], path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
     for ax, (key, title) in zip(axes.ravel(), PLOT_PANELS):
@@ -691,14 +693,20 @@ def plot_runs(runs: Sequence[FlywheelRun], path: str | Path) -> None:
                    and not isinstance(row.get(key), bool) and math.isfinite(row[key])]
             if pts:
                 xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o", ms=3, label=run.label)
+                line, = ax.plot(xs, ys, marker="o", ms=3, label=run.label)
                 drawn = True
+                if key == "attack_success" and run.config.defences:  # what the same corpus does undefended
+                    und = [(row["round"], row["attack_success_undefended"]) for row in run.rounds
+                           if isinstance(row.get("attack_success_undefended"), (int, float))]
+                    if und:
+                        ax.plot(*zip(*und), ls="--", color=line.get_color(), alpha=0.6, label=f"{run.label}, undefended")
         if not drawn:
             ax.text(0.5, 0.5, "no data in these runs", ha="center", va="center", transform=ax.transAxes, color="0.4")
-        elif len(runs) > 1:
+        elif len(runs) > 1 or key == "attack_success":
             ax.legend(fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
