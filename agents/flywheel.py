@@ -269,7 +269,8 @@ class ServingSearch(SearchBackend):
 @dataclass
 class FlywheelRun:
     """One run of the loop: `initial` (the starting policy's evaluation), one row per round,
-    the write-back log and the corpus (live, after the final round)."""
+    the write-back log, the corpus as the last round left it, and the rollback check (done on a
+    copy of it)."""
 
     label: str
     config: FlywheelConfig
@@ -602,13 +603,17 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
         bar.set_postfix(em=f"{row['eval_em']:.2f}", accepted=row["accepted"], kept=row["frontier_kept"])
     bar.close()
 
-    rollback_check = None
-    if cfg.save_corpus:
-        corpus.save(out / "corpus")
-    if rows:  # the last round's documents (planted and written back) removed: the bytes before it
-        removed = corpus.rollback(round=cfg.rounds - 1)
+    # the rollback check runs on a copy read back from disk (the returned corpus stays as the
+    # last round left it): the last round's documents (planted and written back) removed by
+    # provenance must give the index bytes from before that round
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = corpus.save(out / "corpus" if cfg.save_corpus else Path(tmp) / "corpus")
+        copy_ = WriteBackCorpus.load(saved)
+        removed = copy_.rollback(round=cfg.rounds - 1)
         rollback_check = {"round": cfg.rounds, "removed": len(removed),
-                          "restores_bytes": corpus.state_hash() == pre_round_hash}
+                          "restores_bytes": copy_.state_hash() == pre_round_hash}
     return FlywheelRun(label, cfg, initial, rows, writebacks, corpus, rollback_check,
                        wall_s=time.perf_counter() - t_start)
 

@@ -230,10 +230,11 @@ def test_flywheel_without_the_gate_measures_pollution_and_keeps_provenance(taugh
     assert isinstance(last["pollution"], float) and last["pollution"] == judge_pollution(
         [(w["answer"], w["gold"]) for w in run.writebacks])["pollution"]
     assert any(w["forced"] for w in run.writebacks) or last["pollution"] == 0.0
-    # the saved corpus (before the rollback check) has provenance on every added document
+    # the saved corpus has provenance on every added document
     from zerosearch_env.search.writeback import WriteBackCorpus
 
     saved = WriteBackCorpus.load(tmp_path / "full" / "corpus")
+    assert saved.state_bytes() == run.corpus.state_bytes()  # the returned corpus is the final one
     records = saved.records
     assert len(records) == 4 + 2 * 2  # 4 write-backs, 2 planted documents per round
     adversarial = [r for r in records if r.provenance.model_version == "adversary"]
