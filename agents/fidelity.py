@@ -29,6 +29,10 @@ episodes). `measure(probes, backends, reference=...)` sends every probe to every
 
 The world-dependent figures (leak rate, consistency) need the built-in world's knowledge
 (`WorldKnowledge`); with another data set they are None.
+
+Several simulators can be measured side by side on the same probes (untuned vs tuned vs real): each
+is one more backend, one column of the table; `parse_simulator_models` reads the command line's
+`--sim NAME=DIR` / `--tuned-model DIR` (a model folder written by `zerosearch sim-tune`).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
 from zerosearch_env.search.simulator import contains_answer
 
 __all__ = ["QUERY_KINDS", "Probe", "make_probes", "recorded_probes", "measure", "discriminator_auroc", "auroc",
-           "format_table", "plot_report"]
+           "format_table", "plot_report", "parse_simulator_models"]
 
 QUERY_KINDS = ("first_hop", "second_hop", "unrelated", "garbage", "wrong_answer", "right_answer", "recorded")
 _TOKEN = re.compile(r"\w+")
@@ -122,6 +126,26 @@ def recorded_probes(records: Sequence[dict], tasks_by_id: dict[str, Task]) -> li
             if action.kind == "search":
                 probes.append(Probe(tasks_by_id[r["task_id"]], "recorded", action.content))
     return probes
+
+
+def parse_simulator_models(specs: Sequence[str], taken: Sequence[str] = ()) -> list[tuple[str, Path]]:
+    """`["tuned=runs/st/model", ...]` -> [(name, folder)]: each folder must exist, each name be a
+    plain word (letters, digits, - _ .) not in `taken` (the other columns' names) and unique."""
+    out: list[tuple[str, Path]] = []
+    for spec in specs:
+        name, sep, folder = str(spec).partition("=")
+        name, folder = name.strip(), folder.strip()
+        if not sep or not name or not folder:
+            raise ValueError(f"--sim {spec!r}: give NAME=DIR, e.g. tuned=runs/sim-tune/model")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}", name):
+            raise ValueError(f"--sim {spec!r}: the name must be a word of letters, digits, - _ . (at most 32)")
+        if name in taken or name in {n for n, _ in out}:
+            raise ValueError(f"--sim {spec!r}: the name {name!r} is already used")
+        path = Path(folder)
+        if not path.is_dir():
+            raise ValueError(f"--sim {spec!r}: {folder} is not a model folder")
+        out.append((name, path))
+    return out
 
 
 # --------------------------------------------------------------------------- text statistics

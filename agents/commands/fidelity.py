@@ -5,6 +5,7 @@ search backend, side by side.
     zerosearch fidelity --noise 0 --n 48 --kinds bridge --out runs/fidelity-bridge
     zerosearch fidelity --records runs/eval-tiny/eval.json   # also the queries a checkpoint sent
     zerosearch fidelity --agent oracle --real retriever=http://127.0.0.1:8000
+    zerosearch fidelity --tuned-model runs/sim-tune/model --noise 0 --n 48   # untuned vs tuned vs BM25
 
 Prints a table, and writes fidelity.json (every figure, the settings, a few example documents) and
 fidelity.png (answer in results by query kind, simulator vs real) to --out. The figures are
@@ -52,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--knowledge", default=None, choices=("world", "answer_hint", "none", "oracle"),
                         help="what the simulator knows (default: world for the built-in world, answer_hint for a file)")
     parser.add_argument("--model", default=None, help="simulator model folder or name (default: the small model)")
+    parser.add_argument("--sim", action="append", default=[], metavar="NAME=DIR",
+                        help="one more simulator column per noise level (labelled 'NAME p=P'): the model folder DIR "
+                             "with the same options as the untuned one (repeatable)")
+    parser.add_argument("--tuned-model", default=None, metavar="DIR",
+                        help="shorthand for --sim tuned=DIR (a model folder written by zerosearch sim-tune)")
+    parser.add_argument("--prompt-style", default=None,
+                        help="every simulator's prompt style: default | zerosearch-sft | zerosearch-prompt "
+                             "(a tuned model: the style it was tuned in)")
     parser.add_argument("--engine", default="transformers", choices=("transformers", "openai", "vllm"))
     parser.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible server (repeatable)")
     parser.add_argument("--device", default="cpu", help="transformers engine device")
@@ -147,6 +156,16 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--real {args.real!r}: give one real backend: bm25, dense or retriever=URL")
     real = specs[0]
     try:
+        from agents.fidelity import parse_simulator_models
+        from zerosearch_env.search.simulator.styles import check_style
+
+        if args.prompt_style is not None:
+            check_style(args.prompt_style)
+        sim_models = parse_simulator_models(args.sim + ([f"tuned={args.tuned_model}"] if args.tuned_model else []),
+                                            taken=("sim", real.label))
+    except ValueError as e:
+        return fail(str(e))
+    try:
         weights = parse_kinds(args.kinds)
         config = EnvConfig(dataset=args.dataset, world_seed=args.world_seed, split=args.split, top_k=args.top_k,
                            seed=args.seed)
@@ -174,8 +193,12 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         return fail(str(e))
 
+    extra = {"prompt_style": args.prompt_style} if args.prompt_style else {}
     sim_opts = simulator_cli_options(args.engine, args.words_per_doc, args.knowledge, args.model, args.base_url,
-                                 args.device, max_regenerations=args.max_regenerations, seed=args.seed)
+                                 args.device, max_regenerations=args.max_regenerations, seed=args.seed, **extra)
+    for name, folder in sim_models:
+        for note in _settings_mismatch(folder, sim_opts):
+            print(f"zerosearch fidelity: warning: --sim {name}: {note}", file=sys.stderr)
     out = Path(args.out or f"runs/fidelity-{time.strftime('%Y%m%d-%H%M%S')}")
     backends = {}
     try:
@@ -183,6 +206,10 @@ def run(args: argparse.Namespace) -> int:
         for p in noise:
             spec = BackendSpec(f"sim p={p:g}", "simulator", {}, p)
             backends[spec.label] = build_backend(spec, config, documents, sim_opts)
+        for name, folder in sim_models:
+            for p in noise:
+                spec = BackendSpec(f"{name} p={p:g}", "simulator", {}, p)
+                backends[spec.label] = build_backend(spec, config, documents, {**sim_opts, "model": str(folder)})
     except (ValueError, FileNotFoundError, OSError, ImportError) as e:
         for b in backends.values():
             b.close()
@@ -194,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
             recorded = _agent_records(args, all_tasks, tasks, config, backends[real.label])
         if recorded is not None:
             probes += recorded_probes(recorded, by_id)
-        print(f"fidelity: {len(tasks)} {args.split} questions, {len(probes)} probes; simulator at noise "
+        others = "".join(f" and {name} ({folder})" for name, folder in sim_models)
+        print(f"fidelity: {len(tasks)} {args.split} questions, {len(probes)} probes; simulator{others} at noise "
               f"{', '.join(f'{p:g}' for p in noise)} vs {real.label}; output {out}", flush=True)
         t0 = time.perf_counter()
         report = measure(probes, backends, real.label, knowledge=knowledge, top_k=args.top_k, batch=args.batch,
@@ -213,6 +241,24 @@ def run(args: argparse.Namespace) -> int:
     plot_report(report, out / "fidelity.png")
     print(f"{report['wall_seconds']:.0f}s; wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
     return 0
+
+
+def _settings_mismatch(folder: Path, sim_opts: dict) -> list[str]:
+    """Where a sim-tune model folder was tuned with other prompt settings than this run serves it with."""
+    path = folder / "prompt_settings.json"
+    if not path.is_file():
+        return []
+    try:
+        tuned = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return [f"{path} is unreadable"]
+    notes = []
+    for key, default in (("prompt_style", "default"), ("words_per_doc", None)):
+        serving = sim_opts.get(key, default)
+        if key in tuned and serving is not None and tuned[key] != serving:
+            flag = "--" + key.replace("_", "-")
+            notes.append(f"tuned with {key} {tuned[key]!r}, served with {serving!r} (pass {flag} {tuned[key]})")
+    return notes
 
 
 def _agent_records(args, all_tasks, tasks, config, backend) -> list[dict]:
