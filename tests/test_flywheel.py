@@ -206,6 +206,10 @@ def test_flywheel_end_to_end_with_the_gate(taught, tmp_path):
     assert run.rounds[0]["confidence_segments"] > 0 and _fraction_or_none(run.rounds[0]["calib_ece"])
     for row in run.rounds:  # every group is on the frontier, all right or all wrong
         assert row["frontier_kept"] + row["frontier_all_right"] + row["frontier_all_wrong"] == row["groups"]
+    # one question proposed per round about the served person (a train question not in the stream)
+    assert all(row["proposed"] == 1 and row["proposed_kept"] in (0, 1) for row in run.rounds)
+    assert all(row["proposed_kept_right"] is None or row["proposed_kept_right"] <= row["proposed_kept"]
+               for row in run.rounds)
     # the gate let in the right answers only (a wrong city is in no served document)
     assert run.rounds[0]["accepted"] >= 1
     assert run.rounds[-1]["pollution"] == 0.0
@@ -311,6 +315,9 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["flywheel", "--config", str(bad)]) == 2
     assert "no_such_knob" in capsys.readouterr().err
     assert main(["flywheel", "--checkpoint", str(tmp_path)]) == 2
+    (tmp_path / "afile").write_text("x")
+    assert main(["flywheel", "--output", str(tmp_path / "afile"), "--no-progress"]) == 2
+    assert "is a file" in capsys.readouterr().err
     assert main(["flywheel", "--rounds", "5", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["rounds"] == 5
 

@@ -107,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     from agents.flywheel import PLOT_FILE, RESULT_FILE, TABLE_FILE, format_table, run_ablations
 
     out = Path(args.output or f"runs/flywheel-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and not out.is_dir():
+        print(f"zerosearch flywheel: --output {out} is a file, not a folder", file=sys.stderr)
+        return 2
     print(f"flywheel: {cfg.rounds} rounds x {cfg.questions_per_round} questions, runs: "
           f"{', '.join(['full', *[f'no-{a}' for a in ablations]])}; output {out}", flush=True)
     t0 = time.perf_counter()
