@@ -9,7 +9,9 @@ grows by gated write-back while an adversary plants documents, harvests the serv
 as GRPO data (frontier filter, shuffled document order, Brier term, collapse monitors), trains a
 few GRPO steps, and evaluates greedily on held-out test questions with BM25 over the original
 corpus (agents/flywheel.py describes the loop). --ablations adds one run per part switched off,
-each from the same starting model and seed.
+each from the same starting model and seed. Start from a policy that follows the search protocol
+(a `zerosearch train` checkpoint): the untrained 135M model neither searches nor answers, so
+nothing reaches the gate. --print-config shows every hyperparameter (FlywheelConfig).
 
 Writes into --output: flywheel.json (every run's config, per-round figures, write-back log with
 provenance, rollback check), flywheel_table.txt (the printed table), flywheel.png (the curves),
@@ -45,6 +47,7 @@ ablations: gate (force every answered episode into the corpus), defences (serve 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = __doc__.replace("`", "")
     parser.epilog = FIGURES_HELP
     parser.add_argument("--rounds", type=int, default=None, help="rounds to run (default: the config's, 3)")
     parser.add_argument("--config", default=None, help="a YAML/JSON FlywheelConfig file (every hyperparameter)")
