@@ -102,6 +102,9 @@ class FlywheelConfig(BaseModel):
     partition: bool = True
     mask: bool = True
     pool_size: int = Field(20, ge=1, description="candidates DefendedSearch asks the corpus for")
+    trust_writebacks: bool = Field(True, description=(
+        "serve the loop's own write-backs at their undefended rank past the defences (they look like query-copy "
+        "attacks to them; see ServingSearch); planted documents are never trusted"))
 
     # write-back and harvest
     gate: bool = Field(True, description="write back only what the gate accepts (ablation: force every answered episode)")
@@ -228,27 +231,55 @@ def judge_pollution(items: Sequence[tuple[str, Sequence[str]]]) -> dict:
 # --------------------------------------------------------------------------- the serving backend
 
 class ServingSearch(SearchBackend):
-    """The agent's search during serving: `base` (the defended corpus), each result list shuffled
-    with a permutation drawn from (`shuffle_seed`, episode, search index, query) when
-    `shuffle_seed` is not None. Each request's info gets `served_ids` (in served order) and
-    `base_ranks` (the 1-based rank each had before the shuffle)."""
+    """The agent's search during serving: `base` (the defended corpus), then two optional steps.
+
+    *Trusted write-backs*: documents whose ids are in `trusted` (the loop's own write-backs, known
+    by their provenance) that `raw` (the undefended corpus) ranks in its top k are served at that
+    rank even when the defences quarantined or demoted them: a "question answer." write-back has
+    the shape of a query-copy attack (measured: of 200 gold write-backs of world-0 train questions,
+    none reached the defended top 3 for its own question, 57 of them quarantined), so without
+    this the defences would hide everything the loop writes. Planted documents are never trusted.
+    *Shuffle*: each result list is permuted with a permutation drawn from (`shuffle_seed`,
+    episode, search index, query) when `shuffle_seed` is not None.
+    Each request's info gets `served_ids` (in served order), `base_ranks` (the 1-based rank each
+    had before the shuffle) and `trusted_inserted` (how many trusted documents were put back)."""
 
     name = "serving"
 
-    def __init__(self, base: SearchBackend, shuffle_seed: int | None = None):
+    def __init__(self, base: SearchBackend, shuffle_seed: int | None = None, raw: SearchBackend | None = None,
+                 trusted: set[str] | frozenset[str] = frozenset()):
+        if trusted and raw is None:
+            raise ValueError("trusted write-backs need the undefended corpus (raw) to find their rank")
         self.base = base
         self.shuffle_seed = shuffle_seed
+        self.raw = raw
+        self.trusted = frozenset(trusted)
+
+    def _with_trusted(self, request: SearchRequest, docs: list[Document], raw: list[Document]) -> tuple[list, int]:
+        top_k = max(1, int(request.top_k))
+        hits = [(rank, d) for rank, d in enumerate(raw[:top_k]) if d.id in self.trusted]
+        if not hits:
+            return docs, 0
+        hit_ids = {d.id for _, d in hits}
+        already = {d.id for d in docs}
+        merged = [d for d in docs if d.id not in hit_ids]
+        for rank, d in hits:
+            merged.insert(min(rank, len(merged)), d)
+        return merged[:top_k], sum(1 for _, d in hits if d.id not in already)
 
     def search_with_info(self, requests: Sequence[SearchRequest]) -> tuple[list[list[Document]], list[dict]]:
-        results, infos = self.base.search_with_info(list(requests))
+        requests = list(requests)
+        results, infos = self.base.search_with_info(requests)
+        raws = self.raw.search(requests) if self.trusted else [[] for _ in requests]
         out, out_infos = [], []
-        for r, docs, info in zip(requests, results, infos):
+        for r, docs, info, raw in zip(requests, results, infos, raws):
+            docs, inserted = self._with_trusted(r, list(docs), list(raw))
             order = list(range(len(docs)))
             if self.shuffle_seed is not None:
                 random.Random(f"{self.shuffle_seed}|{r.episode_id}|{r.search_index}|{r.query}").shuffle(order)
             out.append([docs[i] for i in order])
             out_infos.append({**(info or {}), "served_ids": [docs[i].id for i in order],
-                              "base_ranks": [i + 1 for i in order]})
+                              "base_ranks": [i + 1 for i in order], "trusted_inserted": inserted})
         return out, out_infos
 
     def search(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
@@ -438,7 +469,9 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
         retrieval: SearchBackend = corpus
         if cfg.defences:  # rebuilt each round: its word statistics are read from the corpus once
             retrieval = DefendedSearch(corpus, partition=cfg.partition, mask=cfg.mask, pool_size=cfg.pool_size)
-        serving = ServingSearch(retrieval, shuffle_seed=(cfg.seed * 7919 + r) if cfg.shuffle_documents else None)
+        ours = {w["doc_id"] for w in writebacks if w["doc_id"] in corpus}
+        serving = ServingSearch(retrieval, shuffle_seed=(cfg.seed * 7919 + r) if cfg.shuffle_documents else None,
+                                raw=corpus, trusted=ours if cfg.defences and cfg.trust_writebacks else frozenset())
         n_env = cfg.group_size * min(cfg.serve_batch_questions, len(questions))
         vec = make_vec(n_env, serve_env, backend=serving, tasks=list(questions))
         model.eval()
@@ -453,14 +486,20 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
         attacked = [t for t in trajs if t.task.id in false_answers]
         row["hijacked_answers"] = (sum(exact_match(t.info.get("answer"), [false_answers[t.task.id]]) for t in attacked)
                                    / len(attacked)) if attacked else None  # samples giving the planted answer
+        searches = [s for t in trajs for s in t.info.get("search_infos", [])]
+        row["writebacks_served"] = (sum(any(i in ours for i in s.get("served_ids") or []) for s in searches)
+                                    / len(searches)) if searches else None  # searches serving one of ours
+        row["trusted_inserted"] = sum(int(s.get("trusted_inserted") or 0) for s in searches)
         if cfg.defences:
             st = retrieval.stats()
             genuine = [q for q in retrieval.quarantine if q.doc_id not in planted_ids]
             row["quarantined_planted"] = sum(q.doc_id in planted_ids for q in retrieval.quarantine)
             row["quarantined_genuine"] = len(genuine)
+            row["quarantined_writebacks"] = sum(q.doc_id in ours for q in genuine)
             row["false_flag_rate"] = len(genuine) / st["defended_checked"] if st["defended_checked"] else None
         else:
-            row.update(quarantined_planted=None, quarantined_genuine=None, false_flag_rate=None)
+            row.update(quarantined_planted=None, quarantined_genuine=None, quarantined_writebacks=None,
+                       false_flag_rate=None)
 
         # 2b. self-proposed questions about entities of the served documents, kept by majority vote
         row.update(proposed=0, proposed_kept=0, proposed_kept_right=None)

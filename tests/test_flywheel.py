@@ -90,6 +90,34 @@ def test_serving_search_shuffles_reproducibly_and_reports_served_order():
     assert len(orders) > 1
 
 
+def test_serving_search_puts_trusted_write_backs_back_past_the_defences():
+    from zerosearch_env.search.defences import DefendedSearch, craft_attack
+    from zerosearch_env.search.writeback import Provenance, WriteBackCandidate
+
+    corpus = WriteBackCorpus(WORLD.documents)
+    titles = {d.title: d.id for d in WORLD.documents}
+    task = Q_CITY
+    cand = WriteBackCandidate(task.question, task.answers[0], tuple(titles[t] for t in task.supporting_titles),
+                              f"{task.question} {task.answers[0]}.")
+    ours = corpus.add(cand, Provenance("e1", "m", 0)).doc_id
+    attack = craft_attack(task, WORLD, n_docs=1, seed=0)
+    planted = corpus.add(WriteBackCandidate(task.question, attack.false_answer, (), attack.documents[0].text,
+                                            title=attack.documents[0].title),
+                         Provenance("adv", "adversary", 0), force=True).doc_id
+    req = SearchRequest(task.question, top_k=3, episode_id="e", search_index=0)
+    raw_ids = [d.id for d in corpus.search([req])[0]]
+    assert ours in raw_ids and planted in raw_ids  # both rank in the undefended top 3
+    defended = DefendedSearch(corpus)
+    plain_ids = ServingSearch(defended).search_with_info([req])[1][0]["served_ids"]
+    assert ours not in plain_ids and planted not in plain_ids  # the write-back looks like an attack to the defences
+    docs, info = ServingSearch(defended, raw=corpus, trusted={ours}).search_with_info([req])
+    ids = [d.id for d in docs[0]]
+    assert ids[raw_ids.index(ours)] == ours and planted not in ids and len(ids) == 3
+    assert info[0]["trusted_inserted"] == 1 and info[0]["served_ids"] == ids
+    with pytest.raises(ValueError, match="raw"):
+        ServingSearch(defended, trusted={ours})
+
+
 def test_config_checks_and_ablations():
     cfg = FlywheelConfig()
     assert set(ABLATIONS) == {"gate", "defences", "frontier", "shuffle"}
@@ -174,7 +202,7 @@ ROW_KEYS = ("eval_em", "eval_f1", "accepted", "true_facts_added", "pollution", "
             "attack_success_undefended", "attack_success_defended", "position_bias", "position_answer_rank1",
             "position_fact_rank1", "eval_ece", "entropy_mean", "unique_answers", "frontier_kept", "groups",
             "train_steps", "train_minutes", "planted", "false_flag_rate", "proposed", "proposed_kept", "hijacked_answers",
-            "em_gain_per_train_minute")
+            "em_gain_per_train_minute", "writebacks_served", "trusted_inserted", "quarantined_writebacks")
 
 
 def _fraction_or_none(v):
@@ -198,7 +226,9 @@ def test_flywheel_end_to_end_with_the_gate(taught, tmp_path):
         assert row["position_bias"] is None or -1.0 <= row["position_bias"] <= 1.0
         assert 0 <= row["frontier_kept"] <= row["groups"]
         assert row["train_minutes"] >= 0 and row["planted"] == 2
-        assert row["serve_answer_rate"] > 0.5  # the taught policy searches, then answers
+    # the taught policy searches, then answers (in round 2 the trusted write-back of round 1 is served too,
+    # a context it was never taught, so only round 1 is checked)
+    assert run.rounds[0]["serve_answer_rate"] > 0.5
     for row in [run.initial, *run.rounds]:  # calibration: the stated confidences give an ECE
         assert isinstance(row["eval_ece"], float) and 0.0 <= row["eval_ece"] <= 1.0
     # serving: a confidence segment after every answer (the Brier term's input; the tiny model's are unparseable
@@ -212,6 +242,9 @@ def test_flywheel_end_to_end_with_the_gate(taught, tmp_path):
                for row in run.rounds)
     # the gate let in the right answers only (a wrong city is in no served document)
     assert run.rounds[0]["accepted"] >= 1
+    # round 1's accepted write-back is served in round 2 although the defences would hide it (trusted)
+    assert run.rounds[0]["writebacks_served"] == 0.0 and run.rounds[1]["writebacks_served"] > 0.0
+    assert run.rounds[1]["trusted_inserted"] > 0
     assert run.rounds[-1]["pollution"] == 0.0
     assert all(w["true"] and not w["forced"] for w in run.writebacks)
     # defences: the planted documents for this round's question are quarantined when served or asked
@@ -225,10 +258,14 @@ def test_flywheel_end_to_end_with_the_gate(taught, tmp_path):
 def test_flywheel_without_the_gate_measures_pollution_and_keeps_provenance(taught, tmp_path):
     model, tok = fresh_model(taught)
     stream = [Q_CITY, Q_YEAR, Q_CITY, Q_YEAR]
-    cfg = small_config(gate=False, save_corpus=True, train_steps_per_round=0, eval_before=False)
+    # trust_writebacks off: the write-backs stay out of the defended results, so the tiny model sees the
+    # contexts it was taught in both rounds and answers every question
+    cfg = small_config(gate=False, save_corpus=True, train_steps_per_round=0, eval_before=False,
+                       trust_writebacks=False)
     run = run_flywheel(cfg, tmp_path, model, tok, progress=False, serve_tasks=stream, eval_tasks=[Q_YEAR])
     assert run.initial is None
     last = run.rounds[-1]
+    assert last["trusted_inserted"] == 0 and last["writebacks_served"] == 0.0
     # every answered question is forced in: both questions of both rounds
     assert last["accepted_total"] == 4 and len(run.writebacks) == 4
     assert isinstance(last["pollution"], float) and last["pollution"] == judge_pollution(
