@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agents.flywheel import (
-    ABLATIONS, FlywheelConfig, RankedEpisode, ServingSearch, frontier_filter, judge_pollution, majority_vote,
+    ABLATIONS, FlywheelConfig, RankedEpisode, ServingSearch, cite_served, frontier_filter, judge_pollution, majority_vote,
     pass_rate, position_bias, run_ablations, run_flywheel,
 )
 from tests.train_helpers import tiny_model, tiny_tokenizer
@@ -53,6 +53,21 @@ def test_position_bias_compares_answer_rank_with_fact_rank():
     assert got["bias"] == pytest.approx(2 / 3 - 1 / 2)
     empty = position_bias([])
     assert empty["bias"] is None and empty["answer_rank1"] is None
+
+
+def test_cite_served_cites_documents_stating_the_answer_or_named_by_the_question():
+    served = [Document("a", "Velmora Tashkin", "Velmora Tashkin was born in Oberfell."),
+              Document("b", "Oberfell", "Oberfell is a city in Carvia."),
+              Document("c", "Stevni", "Stevni is a city in Dorla."),
+              Document("d", "Tarsk Mills", "Tarsk Mills was founded in 1820.")]
+    q = "In which country was Velmora Tashkin born?"
+    # b states the answer; a is named by the question (the first hop); c and d neither
+    assert cite_served(q, "Carvia", served) == ("a", "b")
+    assert cite_served("Who founded the Guild?", "Dorla", served) == ("c",)
+    # nothing states it or is named: every served document, which the gate rejects
+    assert cite_served("Who founded the Guild?", "Quorth", served) == ("a", "b", "c", "d")
+    assert cite_served(q, "Carvia", served, limit=1) == ("a",)
+    assert cite_served(q, "Carvia", []) == ()
 
 
 def test_majority_vote_keeps_only_a_strict_majority_of_at_least_two():
