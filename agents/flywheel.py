@@ -250,9 +250,11 @@ class ServingSearch(SearchBackend):
     *Trusted write-backs*: documents whose ids are in `trusted` (the loop's own write-backs, known
     by their provenance) that `raw` (the undefended corpus) ranks in its top k are served at that
     rank even when the defences quarantined or demoted them: a "question answer." write-back has
-    the shape of a query-copy attack (measured: of 200 gold write-backs of world-0 train questions,
-    none reached the defended top 3 for its own question, 57 of them quarantined), so without
-    this the defences would hide everything the loop writes. Planted documents are never trusted.
+    the shape of a query-copy attack (`benchmarks/flywheel_writeback_visibility.py`: of 1,000 gold
+    write-backs of world-0 train questions, 7.2% reached the defended top 3 for their own question
+    (single and bridge 0%, comparison 100%), against 100% undefended and with this trust), so
+    without it the defences would hide almost everything the loop writes. Planted documents are
+    never trusted.
     *Shuffle*: each result list is permuted with a permutation drawn from (`shuffle_seed`,
     episode, search index, query) when `shuffle_seed` is not None.
     Each request's info gets `served_ids` (in served order), `base_ranks` (the 1-based rank each
