@@ -83,7 +83,7 @@ class SimTuneConfig(BaseModel):
     backend: str = Field("bm25", description="the real backend: bm25, dense, retriever=URL or web")
     agents: list[str] = Field(default_factory=lambda: ["oracle", "random"],
                               description="agents whose searches are recorded: oracle, random or a checkpoint folder")
-    n_questions: int = Field(240, ge=0, description="training questions per agent (0: all of the split)")
+    n_questions: int = Field(400, ge=0, description="training questions per agent (0: all of the split)")
     max_turns: int = Field(4, ge=1, le=64)
     num_envs: int = Field(16, ge=1)
     agent_max_new_tokens: int = Field(96, ge=8, description="a checkpoint agent's tokens per turn")

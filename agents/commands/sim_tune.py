@@ -22,9 +22,10 @@ What it does (agents/sim_tune.py has the details):
 
 Cost: on this machine's 2 CPU cores (shared with another job) the default small model trained at
 about 24 s per step of 4 examples in bf16 (36 s in fp32; measured over 2 steps), peak memory
-4.6 GB; the default run (240 training questions per agent, about 250 examples after balancing, one
-epoch of about 64 steps) therefore takes about 26 minutes; --max-steps bounds it. Collecting the
-data with BM25 takes seconds. A GPU (--device auto) takes a fraction of that.
+4.6 GB. The default run on world 0 (400 training questions per agent: 1,064 pairs, 741 useful and
+323 noisy; 248 examples after dropping duplicates and empty results and balancing, 124 of each; one
+epoch of 62 steps) therefore takes about 25 minutes; --max-steps bounds it. Collecting the data
+with BM25 takes seconds. A GPU (--device auto) takes a fraction of that.
 
 Writes to --out: model/ (use it as the simulator: backend_options.model: OUT/model, or
 `zerosearch fidelity --tuned-model OUT/model`; serve it with the same --prompt-style and
