@@ -2,11 +2,12 @@
 
 One round of `run_flywheel`, CleanRL-style and linear:
 
-1. **adversary**: `attacks_per_round` served questions are targeted; `attack_docs` documents each
+1. **adversary**: `attacks_per_round` of the round's new questions are targeted; `attack_docs` documents each
    (`defences.craft_attack`) are force-added to the growing corpus with provenance
    `model_version="adversary"`;
 2. **serve**: the next `questions_per_round` questions of the *train* split (seeded order; the
-   test split is kept for evaluation) are answered by the current policy, `group_size` samples
+   test split is kept for evaluation; after round 1, `repeat_share` of them are questions of earlier
+   rounds asked again, where write-backs help or mislead) are answered by the current policy, `group_size` samples
    each, searching the growing `WriteBackCorpus` behind `DefendedSearch` (rebuilt every round,
    because its word statistics are read once from the corpus at construction) and, with
    `shuffle_documents`, with each result list shuffled by a seeded permutation. Optionally a
@@ -75,6 +76,9 @@ class FlywheelConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     trainable_layers: int | None = Field(6, ge=1, description="train the top N blocks only; None: everything")
     rounds: int = Field(3, ge=1)
+    repeat_share: float = Field(0.25, ge=0.0, lt=1.0, description=(
+        "share of each round's questions (after the first) asked again from earlier rounds: where write-backs "
+        "help or (polluted) mislead serving; repeat_em is their serving EM"))
 
     # serving
     questions_per_round: int = Field(32, ge=1, description="user questions (train split) served per round")
@@ -410,14 +414,17 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
     if serve_tasks is None:
         stream = list(train_tasks)
         random.Random(cfg.seed).shuffle(stream)
-        stream = stream[: cfg.rounds * cfg.questions_per_round]
     else:
         stream = list(serve_tasks)
         if any(t.split != "train" for t in stream):
             raise ValueError("serve_tasks must come from the train split (the test split is kept for evaluation)")
-    if len(stream) < cfg.rounds * cfg.questions_per_round:
-        raise ValueError(f"{len(stream)} serving questions for {cfg.rounds} rounds x {cfg.questions_per_round}: "
-                         "lower rounds or questions_per_round")
+    n_repeat = round(cfg.repeat_share * cfg.questions_per_round)
+    needed = cfg.questions_per_round + (cfg.rounds - 1) * (cfg.questions_per_round - n_repeat)
+    if serve_tasks is None:
+        stream = stream[:needed]
+    if len(stream) < needed:
+        raise ValueError(f"{len(stream)} serving questions for {cfg.rounds} rounds x {cfg.questions_per_round} "
+                         f"({n_repeat} repeated a round): lower rounds or questions_per_round")
     if eval_tasks is None:
         held_out = list(world.split("test"))
         random.Random(cfg.seed).shuffle(held_out)
@@ -431,7 +438,7 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
     original_bm25 = make_backend(eval_env)  # the original corpus: evaluation never sees write-backs
     corpus = WriteBackCorpus(world.documents)
     entity_ids = {e.id for e in world.entities}
-    planned = {t.id for t in stream}
+    planned = {t.id for t in stream[:needed]}  # the proposer asks none of these
 
     policy = Policy(model, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                     autocast_dtype=autocast)
@@ -455,16 +462,25 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
     rows: list[dict] = []
     train_minutes_total = 0.0
     pre_round_hash = None
+    next_fresh, asked = 0, []  # position in the stream; questions served so far (for repeats)
     bar = tqdm(total=cfg.rounds, desc=f"flywheel {label}", unit="round", disable=not progress)
     for r in range(cfg.rounds):
         t_round = time.perf_counter()
         pre_round_hash = corpus.state_hash()
-        questions = stream[r * cfg.questions_per_round:(r + 1) * cfg.questions_per_round]
-        row: dict[str, Any] = {"run": label, "round": r + 1, "questions": len(questions)}
+        # the round's questions: fresh ones from the stream, and (after round 1) `repeat_share` of
+        # them asked again from earlier rounds (users repeat questions: write-backs answer them)
+        k = n_repeat if r else 0
+        fresh = stream[next_fresh:next_fresh + cfg.questions_per_round - k]
+        next_fresh += len(fresh)
+        repeated = random.Random(f"{cfg.seed}|repeat|{r}").sample(asked, k) if k else []
+        questions = fresh + repeated
+        repeated_ids = {t.id for t in repeated}
+        asked += [t for t in fresh if t.id not in {a.id for a in asked}]
+        row: dict[str, Any] = {"run": label, "round": r + 1, "questions": len(questions), "repeated": k}
 
         # 1. the adversary plants documents for some of this round's questions
         rng = random.Random(f"{cfg.seed}|adversary|{r}")
-        targetable = [t for t in questions if t.kind in ("single", "bridge") and (t.meta or {}).get("subjects")]
+        targetable = [t for t in fresh if t.kind in ("single", "bridge") and (t.meta or {}).get("subjects")]
         planted = 0
         false_answers = {}  # task id -> the false answer this round's attack pushes
         for task in rng.sample(targetable, min(cfg.attacks_per_round, len(targetable))):
@@ -498,6 +514,8 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
         groups = [(task, trajs[i * cfg.group_size:(i + 1) * cfg.group_size], tuple(task.answers), "user")
                   for i, task in enumerate(questions)]
         row["serve_em"] = sum(t.info["em"] for t in trajs) / len(trajs)
+        again = [t for t in trajs if t.task.id in repeated_ids]
+        row["repeat_em"] = sum(t.info["em"] for t in again) / len(again) if again else None
         row["serve_answer_rate"] = sum(bool(t.info["answered"]) for t in trajs) / len(trajs)
         attacked = [t for t in trajs if t.task.id in false_answers]
         row["hijacked_answers"] = (sum(exact_match(t.info.get("answer"), [false_answers[t.task.id]]) for t in attacked)

@@ -306,6 +306,22 @@ def test_flywheel_without_the_gate_measures_pollution_and_keeps_provenance(taugh
     assert saved.state_bytes() == WriteBackCorpus(WORLD.documents).state_bytes()
 
 
+def test_repeated_questions_come_from_earlier_rounds(taught, tmp_path):
+    model, tok = fresh_model(taught)
+    third = _SINGLE[2]
+    cfg = small_config(repeat_share=0.5, train_steps_per_round=0, eval_before=False, attacks_per_round=0)
+    run = run_flywheel(cfg, tmp_path, model, tok, progress=False, serve_tasks=[Q_CITY, Q_YEAR, third],
+                       eval_tasks=[Q_YEAR])
+    first, second = run.rounds
+    assert first["repeated"] == 0 and first["repeat_em"] is None
+    assert second["repeated"] == 1 and second["questions"] == 2 and _fraction_or_none(second["repeat_em"])
+    # round 2 asked the one fresh question left and one of round 1's again
+    asked = [w["question"] for w in run.writebacks if w["round"] == 2]
+    assert set(asked) <= {third.question, Q_CITY.question, Q_YEAR.question}
+    with pytest.raises(ValueError, match="2 serving questions for 2 rounds x 2 \\(1 repeated a round\\)"):
+        run_flywheel(cfg, tmp_path, model, tok, progress=False, serve_tasks=[Q_CITY, Q_YEAR], eval_tasks=[Q_YEAR])
+
+
 def test_serving_questions_must_be_train_questions_and_enough(taught, tmp_path):
     model, tok = fresh_model(taught)
     test_q = WORLD.split("test")[0]
