@@ -2,21 +2,22 @@
 
 One round of `run_flywheel`, CleanRL-style and linear:
 
-1. **adversary**: `attacks_per_round` of the round's new questions are targeted; `attack_docs` documents each
-   (`defences.craft_attack`) are force-added to the growing corpus with provenance
+1. **adversary**: `attacks_per_round` of the round's new questions are targeted; `attack_docs`
+   documents each (`defences.craft_attack`) are force-added to the growing corpus with provenance
    `model_version="adversary"`;
 2. **serve**: the next `questions_per_round` questions of the *train* split (seeded order; the
-   test split is kept for evaluation; after round 1, `repeat_share` of them are questions of earlier
-   rounds asked again, where write-backs help or mislead) are answered by the current policy, `group_size` samples
-   each, searching the growing `WriteBackCorpus` behind `DefendedSearch` (rebuilt every round,
-   because its word statistics are read once from the corpus at construction) and, with
-   `shuffle_documents`, with each result list shuffled by a seeded permutation. Optionally a
-   proposer adds `propose_questions` questions about entities found in the served documents,
-   each kept only when a strict majority (`proposer_min_share`) of the group's sampled answers
-   agree; the majority answer is the pseudo-label it is trained on;
+   test split is kept for evaluation; after round 1, `repeat_share` of them are questions of
+   earlier rounds asked again, where write-backs help or mislead) are answered by the current
+   policy, `group_size` samples each, searching the growing `WriteBackCorpus` behind
+   `DefendedSearch` (rebuilt every round, because its word statistics are read once from the
+   corpus at construction), the loop's own write-backs served past the defences
+   (`trust_writebacks`, see `ServingSearch`) and, with `shuffle_documents`, each result list
+   shuffled by a seeded permutation. Optionally a proposer adds `propose_questions` questions
+   (train-split questions of the world about entities whose articles were served), each kept
+   only when a strict majority (`proposer_min_share`) of the group's sampled answers agree; the
+   majority answer is the pseudo-label it is trained on;
 3. **write back**: for each served question, its first answered sample becomes a candidate (the
-   question, the answer, the served documents that hold the answer as citations, and the text
-   "question answer."); the gate (`WriteBackCorpus.propose`) decides, or with the gate ablated
+   question, the answer, citations by `cite_served`, and the text "question answer."); the gate (`WriteBackCorpus.propose`) decides, or with the gate ablated
    every candidate is forced in. Each document is judged against the world's gold answers
    (`judge_pollution`);
 4. **harvest**: the serving groups are the GRPO data: with `frontier_filter`, only groups whose
