@@ -17,9 +17,9 @@ One round of `run_flywheel`, CleanRL-style and linear:
    only when a strict majority (`proposer_min_share`) of the group's sampled answers agree; the
    majority answer is the pseudo-label it is trained on;
 3. **write back**: for each served question, its first answered sample becomes a candidate (the
-   question, the answer, citations by `cite_served`, and the text "question answer."); the gate (`WriteBackCorpus.propose`) decides, or with the gate ablated
-   every candidate is forced in. Each document is judged against the world's gold answers
-   (`judge_pollution`);
+   question, the answer, citations by `cite_served`, and the text "question answer."); the gate
+   (`WriteBackCorpus.propose`) decides, or with the gate ablated every candidate is forced in.
+   Each document is judged against the world's gold answers (`judge_pollution`);
 4. **harvest**: the serving groups are the GRPO data: with `frontier_filter`, only groups whose
    pass rate (EM) is strictly between 0 and 1 are kept (`frontier_filter`); the Brier term
    (`signals.brier`, with `calibration`) and the collapse monitors (`signals.monitors`) come
