@@ -15,6 +15,11 @@ episodes). `measure(probes, backends, reference=...)` sends every probe to every
   results tell a right guess from a wrong one (compare it with the real backend's).
 - first_hop_leak_rate: among first-hop probes whose query does NOT reach the answer (the world's
   knowledge for the query does not hold it), the share whose results hold it anyway.
+- needed_in_useful_results: among first- and second-hop probes answered in useful mode and not by
+  the fallback (the engine's own text, after the gate), the share whose results hold what the query
+  needed (`agents.sim_tune.label_pair`: a document naming the first-hop entity and the next hop, the
+  last hop's entity and the answer, or the compared entity's article); the real backend's is the
+  reference. `needed_in_useful_results_n` is how many probes it counts.
 - consistency_per_100_docs (and _useful_docs): documents with a claim that contradicts the world
   (`simulator.consistency.contradictions` against the world's knowledge for the query) per 100;
   on the real backend this is the check's false-positive floor.
@@ -285,6 +290,7 @@ def measure(probes: Sequence[Probe], backends: dict[str, SearchBackend], referen
     `backends`: label -> backend (not closed here); `reference`: the label of the real backend the
     others are compared with (overlap, discriminator); `knowledge`: a `WorldKnowledge` for the leak
     rate and the consistency check (None: those figures are None)."""
+    from agents.sim_tune import label_pair
     from zerosearch_env.search.simulator.consistency import contradictions
 
     probes = list(probes)
@@ -303,6 +309,9 @@ def measure(probes: Sequence[Probe], backends: dict[str, SearchBackend], referen
         hits = [(p, contains_answer(d, r.answers)) for p, d, r in zip(probes, docs, requests)]
         by_query, by_task = _rates(hits)
         leak = consistency = consistency_useful = None
+        needed = [label_pair(p.task, ds)[0] == "useful" for p, ds, info in zip(probes, docs, infos)
+                  if p.kind in ("first_hop", "second_hop") and p.task.supporting_titles
+                  and info.get("mode", "useful") == "useful" and not info.get("fallback")]
         if looked_up is not None:
             unreached = [hit for (p, hit), kn in zip(hits, looked_up) if p.kind == "first_hop" and not kn.reached_answer]
             leak = _mean(unreached)
@@ -322,6 +331,7 @@ def measure(probes: Sequence[Probe], backends: dict[str, SearchBackend], referen
             "guess_gap": (None if by_query.get("right_answer") is None or by_query.get("wrong_answer") is None
                           else by_query["right_answer"] - by_query["wrong_answer"]),
             "first_hop_leak_rate": leak,
+            "needed_in_useful_results": _mean(needed), "needed_in_useful_results_n": len(needed),
             "consistency_per_100_docs": consistency, "consistency_per_100_useful_docs": consistency_useful,
             "fallback_share": stats.get("fallback_share"), "engine_failure_share": stats.get("engine_failure_share"),
             "doc_words": _mean(len(t.split()) for t in texts),
@@ -363,6 +373,7 @@ _FIGURES = [("first-hop ans", lambda r: r["answer_in_results"].get("first_hop"))
             ("right-guess ans", lambda r: r["answer_in_results"].get("right_answer")),
             ("recorded ans", lambda r: r["answer_in_results"].get("recorded")),
             ("first-hop leak", lambda r: r["first_hop_leak_rate"]),
+            ("needed in useful (no fallback)", lambda r: r.get("needed_in_useful_results")),
             ("contradictions/100 docs", lambda r: r["consistency_per_100_docs"]),
             ("contradictions/100 useful", lambda r: r["consistency_per_100_useful_docs"]),
             ("fallback share", lambda r: r["fallback_share"]),

@@ -291,7 +291,12 @@ def test_fidelity_compares_untuned_tuned_and_real(tuned, tiny_model_dir, tmp_pat
     assert "tuned p=0" in printed.out.splitlines()[2]  # the table's header row has a column per simulator
     for label in ("sim p=0", "tuned p=0"):
         assert rows[label]["overlap_with_reference"] is not None and rows[label]["fallback_share"] is not None
-        assert rows[label]["probes"] == report["n_probes"] == 12
+        n = rows[label]["needed_in_useful_results_n"]  # the tiny model's results are mostly the fallback
+        assert 0 <= n <= 4 and (rows[label]["needed_in_useful_results"] is None) == (n == 0)
+    # BM25 on the 2 bridge questions' first and second hops: every result holds what the query needed
+    assert rows["bm25"]["needed_in_useful_results"] == 1.0 and rows["bm25"]["needed_in_useful_results_n"] == 4
+    assert "needed in useful (no fallback)" in printed.out
+    assert all(rows[label]["probes"] == report["n_probes"] == 12 for label in rows)
     assert "warning" not in printed.err  # served with the prompt settings it was tuned with
     from agents.commands.fidelity import _settings_mismatch
 

@@ -36,6 +36,10 @@ FIGURES_HELP = """figures (per backend column; the real backend is the reference
                     whether it is right: compare guess_gap (right - wrong) with the real backend's.
   first-hop leak    first-hop probes whose query does not reach the answer (world knowledge) but
                     whose results hold it
+  needed in useful (no fallback)   first/second-hop probes answered in useful mode by the
+                    engine's own text (not the fallback) whose results hold what the query needed
+                    (a document naming the hop entity and the next hop or the answer; for a
+                    comparison the compared entity's article): compare with the real backend's
   contradictions    documents contradicting the world per 100 (all / useful only; the simulator's
                     consistency check: on the real backend this is its false-positive floor)
   fallback share, engine-failure share   the simulator's stats() (- for real search)

@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--top-k", type=int, default=None,
                       help="documents per search (default 3; 5 for the ZeroSearch styles, which ask for five)")
     data.add_argument("--max-turns", type=int, default=d.max_turns)
+    data.add_argument("--max-doc-chars", type=int, default=d.max_doc_chars,
+                      help="each real document's text is capped here, as the simulator caps its own")
     data.add_argument("--label-rule", default=d.label_rule, choices=("reached", "trajectory"))
     data.add_argument("--no-balance", action="store_true", help="keep both classes whole (no down-sampling)")
     data.add_argument("--max-per-class", type=int, default=None, help="cap each class at this many examples")
@@ -103,7 +105,7 @@ def config_from_args(args: argparse.Namespace):
     lr = args.lr if args.lr is not None else (2e-4 if args.lora else SimTuneConfig().learning_rate)
     return SimTuneConfig(
         dataset=args.dataset, world_seed=args.world_seed, corpus=args.corpus, backend=args.backend, agents=agents,
-        n_questions=args.n, top_k=args.top_k, max_turns=args.max_turns, label_rule=args.label_rule,
+        n_questions=args.n, top_k=args.top_k, max_turns=args.max_turns, max_doc_chars=args.max_doc_chars, label_rule=args.label_rule,
         balance=not args.no_balance, max_per_class=args.max_per_class, prompt_style=args.prompt_style,
         knowledge=args.knowledge, words_per_doc=args.words_per_doc, model=args.model, lora=args.lora,
         lora_r=args.lora_r, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
