@@ -656,8 +656,10 @@ def _completion_loss_trainer(sft_trainer_cls):
         loss_is_scaled_for_ga = True
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.accelerator.num_processes > 1 or hasattr(model, "module"):
+                # a distributed wrapper syncs gradients through its own forward: TRL's loss keeps it
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            base = getattr(base, "module", base)
             labels = inputs["labels"][:, 1:]
             mask = labels != -100
             device = inputs["input_ids"].device

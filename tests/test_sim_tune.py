@@ -230,6 +230,24 @@ def test_sft_run_writes_a_loadable_model_whose_weights_changed(tuned, tiny_model
     assert len(losses) == 4 and all(v == v and v > 0 for v in losses)
 
 
+def test_lora_run_merges_into_a_plain_model_folder(tuned, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from agents.sim_tune import train_simulator
+
+    cfg, out, _ = tuned
+    examples = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    lora = cfg.model_copy(update={"lora": True, "max_steps": 2, "learning_rate": 1e-2})
+    summary = train_simulator(lora, examples, tmp_path, progress=False)
+    assert summary["lora"] and summary["steps"] == 2
+    assert not (tmp_path / "model" / "adapter_config.json").exists()  # merged: loads without peft
+    before = dict(AutoModelForCausalLM.from_pretrained(tiny_model_dir).named_parameters())
+    after = dict(AutoModelForCausalLM.from_pretrained(tmp_path / "model").named_parameters())
+    assert before.keys() == after.keys()
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert any("q_proj" in n for n in changed) and any("mlp" in n for n in changed)  # all-linear adapters, merged
+
+
 def test_resume_continues_from_the_last_checkpoint(tmp_path, tuned):
     cfg, out, _ = tuned
     run = tmp_path / "run"
