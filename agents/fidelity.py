@@ -31,6 +31,9 @@ episodes). `measure(probes, backends, reference=...)` sends every probe to every
   (`discriminator_auroc`), trained on the documents of half the questions and evaluated on the
   other half (then the halves swapped; the mean), telling this backend's documents from the
   reference's by text alone. 0.5: indistinguishable; 1.0: always told apart.
+  `discriminator_auroc_own_text`: the same with this backend's documents limited to results the
+  engine wrote itself (not the gate's fallback), so it tells what a tuned model changed even where
+  the fallback answers many probes.
 
 The world-dependent figures (leak rate, consistency) need the built-in world's knowledge
 (`WorldKnowledge`); with another data set they are None.
@@ -340,6 +343,10 @@ def measure(probes: Sequence[Probe], backends: dict[str, SearchBackend], referen
             "discriminator_auroc": None if is_ref else discriminator_auroc(
                 [(p.task.id, f"{d.title} {d.text}") for p, ds in zip(probes, docs) for d in ds],
                 [(p.task.id, f"{d.title} {d.text}") for p, ds in zip(probes, ref_docs) for d in ds], seed=seed),
+            "discriminator_auroc_own_text": None if is_ref else discriminator_auroc(
+                [(p.task.id, f"{d.title} {d.text}") for p, ds, info in zip(probes, docs, infos)
+                 if not info.get("fallback") for d in ds],
+                [(p.task.id, f"{d.title} {d.text}") for p, ds in zip(probes, ref_docs) for d in ds], seed=seed),
             "simulator_stats": {k: v for k, v in stats.items() if isinstance(v, (int, float, str)) or v is None}
             if "fallback_share" in stats else None,
         })
@@ -381,7 +388,8 @@ _FIGURES = [("first-hop ans", lambda r: r["answer_in_results"].get("first_hop"))
             ("words/doc", lambda r: r["doc_words"]),
             ("distinct-1", lambda r: r["distinct_1"]), ("distinct-2", lambda r: r["distinct_2"]),
             ("overlap w/ real (Jaccard)", lambda r: r["overlap_with_reference"]),
-            ("discriminator AUROC", lambda r: r["discriminator_auroc"])]
+            ("discriminator AUROC", lambda r: r["discriminator_auroc"]),
+            ("AUROC, own text only", lambda r: r.get("discriminator_auroc_own_text"))]
 
 
 def _fmt(v) -> str:

@@ -313,7 +313,8 @@ def test_fidelity_compares_untuned_tuned_and_real(tuned, tiny_model_dir, tmp_pat
         assert 0 <= n <= 4 and (rows[label]["needed_in_useful_results"] is None) == (n == 0)
     # BM25 on the 2 bridge questions' first and second hops: every result holds what the query needed
     assert rows["bm25"]["needed_in_useful_results"] == 1.0 and rows["bm25"]["needed_in_useful_results_n"] == 4
-    assert "needed in useful (no fallback)" in printed.out
+    assert "needed in useful (no fallback)" in printed.out and "AUROC, own text only" in printed.out
+    assert "discriminator_auroc_own_text" in rows["tuned p=0"] and rows["bm25"]["discriminator_auroc_own_text"] is None
     assert all(rows[label]["probes"] == report["n_probes"] == 12 for label in rows)
     assert "warning" not in printed.err  # served with the prompt settings it was tuned with
     from agents.commands.fidelity import _settings_mismatch

@@ -46,7 +46,9 @@ FIGURES_HELP = """figures (per backend column; the real backend is the reference
   words/doc, distinct-1, distinct-2      document length, distinct n-grams / all n-grams
   overlap w/ real   mean token Jaccard of a probe's documents with the real backend's
   discriminator AUROC  logistic regression on hashed n-grams trained on half the questions,
-                    scored on the other half: 0.5 = simulated text indistinguishable from real"""
+                    scored on the other half: 0.5 = simulated text indistinguishable from real
+  AUROC, own text only   the same on the results the engine wrote itself (not the gate's
+                    fallback): what a tuned model changed, where the fallback answers many probes"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
