@@ -385,7 +385,7 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
     from agents.policy import Policy
     from agents.rollout import collect_groups
     from agents.signals import SelfSignals
-    from agents.trainer import load_policy_model, resolve_autocast, seed_everything, set_torch_threads, set_trainable
+    from agents.trainer import prepare_policy, seed_everything, set_torch_threads
     from zerosearch_env.config import EnvConfig
     from zerosearch_env.data.world import generate_world
     from zerosearch_env.search import make_backend
@@ -398,15 +398,8 @@ def run_flywheel(cfg: FlywheelConfig, output: str | Path, model=None, tokenizer=
     out.mkdir(parents=True, exist_ok=True)
     set_torch_threads(cfg.threads)
     seed_everything(cfg.seed)
-    if model is None:
-        model, tokenizer = load_policy_model(cfg.model)
-    if tokenizer is None:
-        raise ValueError("a tokenizer is needed with the model")
-    tokenizer.padding_side = "left"
-    trainable = set_trainable(model, cfg.trainable_layers)
-    device = next(model.parameters()).device
-    autocast = resolve_autocast(cfg.precision, device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model, tokenizer, trainable, device, autocast, pad_id = prepare_policy(
+        model, tokenizer, cfg.model, cfg.trainable_layers, cfg.precision)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
     # ---- the world, the question streams, the corpora

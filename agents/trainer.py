@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -121,6 +121,33 @@ def set_trainable(model, top_layers: int | None) -> list[torch.nn.Parameter]:
         for p in module.parameters():
             p.requires_grad_(True)
     return [p for p in params if p.requires_grad]
+
+
+class PreparedPolicy(NamedTuple):
+    """What `prepare_policy` returns; unpack it or read it by name."""
+
+    model: Any
+    tokenizer: Any
+    trainable: list[torch.nn.Parameter]
+    device: torch.device
+    autocast: torch.dtype | None
+    pad_id: int
+
+
+def prepare_policy(model, tokenizer, path: str | Path | None, trainable_layers: int | None,
+                   precision: str) -> PreparedPolicy:
+    """Make a policy ready to train: load it from `path` when `model` is None, pad on the left,
+    mark the top `trainable_layers` trainable, pick the autocast dtype and the pad token id."""
+    if model is None:
+        model, tokenizer = load_policy_model(path)
+    if tokenizer is None:
+        raise ValueError("a tokenizer is needed with the model")
+    tokenizer.padding_side = "left"
+    trainable = set_trainable(model, trainable_layers)
+    device = next(model.parameters()).device
+    autocast = resolve_autocast(precision, device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return PreparedPolicy(model, tokenizer, trainable, device, autocast, pad_id)
 
 
 def load_hooks(names: Sequence[str], cfg: TrainConfig, model, tokenizer) -> dict:
@@ -308,15 +335,8 @@ def train(cfg: TrainConfig, output: str | Path, max_steps: int | None = None, re
             from transformers import AutoModelForCausalLM
 
             model.load_state_dict(AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32).state_dict())
-    elif model is None:
-        model, tokenizer = load_policy_model(cfg.model)
-    if tokenizer is None:
-        raise ValueError("a tokenizer is needed with the model")
-    tokenizer.padding_side = "left"
-    trainable = set_trainable(model, cfg.trainable_layers)
-    device = next(model.parameters()).device
-    autocast = resolve_autocast(cfg.precision, device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model, tokenizer, trainable, device, autocast, pad_id = prepare_policy(
+        model, tokenizer, cfg.model, cfg.trainable_layers, cfg.precision)
     env_cfg = cfg.env_config()
     if tasks is None:
         from zerosearch_env.data import load_tasks
