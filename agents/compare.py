@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
+from zerosearch_env.search.base import DelegatingSearch, Document, SearchBackend, SearchRequest
 
 __all__ = ["BackendSpec", "CostModel", "TimedBackend", "parse_backend_specs", "build_backend", "compare",
            "format_table", "save_report", "plot_report"]
@@ -120,12 +120,11 @@ def _engine_device(backend: Any) -> str | None:
     return None
 
 
-class TimedBackend(SearchBackend):
+class TimedBackend(DelegatingSearch):
     """Wraps a backend and records each call's wall time and request count (nothing else changes)."""
 
     def __init__(self, inner: SearchBackend):
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.call_seconds: list[float] = []
         self.call_sizes: list[int] = []
         self._lock = threading.Lock()
@@ -143,15 +142,6 @@ class TimedBackend(SearchBackend):
 
     def search_with_info(self, requests: Sequence[SearchRequest]):
         return self._timed(self.inner.search_with_info, list(requests))
-
-    def identity(self) -> str:
-        return self.inner.identity()
-
-    def cache_key_fields(self, request: SearchRequest) -> tuple:
-        return self.inner.cache_key_fields(request)
-
-    def stats(self) -> dict:
-        return self.inner.stats()
 
     def set_training_step(self, step: int) -> None:
         self.inner.set_training_step(step)

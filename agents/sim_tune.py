@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from zerosearch_env.data.task import Task
 from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams
-from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
+from zerosearch_env.search.base import DelegatingSearch, Document, SearchBackend, SearchRequest
 from zerosearch_env.search.knowledge import mentions
 
 __all__ = ["SimTuneConfig", "Pair", "PromptOnlyEngine", "RecordingSearch", "label_pair", "collect_pairs",
@@ -208,13 +208,12 @@ class Pair:
         return cls(**row)
 
 
-class RecordingSearch(SearchBackend):
+class RecordingSearch(DelegatingSearch):
     """Wraps a real backend and keeps every (request, documents) it answered. `close()` leaves the
     wrapped backend open (it is shared by the agents of a run)."""
 
     def __init__(self, inner: SearchBackend):
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.calls: list[tuple[SearchRequest, list[Document]]] = []
         self._lock = threading.Lock()
 
@@ -227,15 +226,6 @@ class RecordingSearch(SearchBackend):
         with self._lock:
             self.calls += [(r, list(d)) for r, d in zip(requests, docs)]
         return docs, infos
-
-    def identity(self) -> str:
-        return self.inner.identity()
-
-    def cache_key_fields(self, request: SearchRequest) -> tuple:
-        return self.inner.cache_key_fields(request)
-
-    def stats(self) -> dict:
-        return self.inner.stats()
 
 
 def _names(text: str, name: str) -> bool:

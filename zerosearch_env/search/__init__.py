@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from zerosearch_env.search.base import Document, FunctionSearch, SearchBackend, SearchRequest
+from zerosearch_env.search.base import DelegatingSearch, Document, FunctionSearch, SearchBackend, SearchRequest
 
 # name -> "module:Class"; each class has `from_config(config: EnvConfig) -> SearchBackend`
 BACKENDS: dict[str, str] = {
@@ -22,7 +22,7 @@ _LAZY = {cls: mod for mod, cls in (v.split(":") for v in BACKENDS.values())}
 _LAZY["CachedSearch"] = "zerosearch_env.search.cache"
 _LAZY["WriteBackCorpus"] = "zerosearch_env.search.writeback"
 
-__all__ = ["Document", "SearchRequest", "SearchBackend", "FunctionSearch", "make_backend", *_LAZY]
+__all__ = ["Document", "SearchRequest", "SearchBackend", "FunctionSearch", "DelegatingSearch", "make_backend", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -91,6 +91,33 @@ class SearchBackend(ABC):
         """Release resources (threads, connections)."""
 
 
+class DelegatingSearch(SearchBackend):
+    """Base for a wrapper around another backend, `inner`: it takes the inner backend's `name` and
+    forwards `search`, `search_with_info`, `identity`, `cache_key_fields` and `stats`, so a
+    subclass overrides only what it adds. `set_training_step`, `close` and `call_info` keep the
+    `SearchBackend` defaults (nothing is forwarded): a wrapper that drives or owns `inner`
+    forwards them itself."""
+
+    def __init__(self, inner: SearchBackend):
+        self.inner = inner
+        self.name = inner.name
+
+    def search(self, requests: Sequence[SearchRequest]) -> list[list[Document]]:
+        return self.inner.search(requests)
+
+    def search_with_info(self, requests: Sequence[SearchRequest]) -> tuple[list[list[Document]], list[dict]]:
+        return self.inner.search_with_info(requests)
+
+    def identity(self) -> str:
+        return self.inner.identity()
+
+    def cache_key_fields(self, request: SearchRequest) -> tuple:
+        return self.inner.cache_key_fields(request)
+
+    def stats(self) -> dict:
+        return self.inner.stats()
+
+
 class FunctionSearch(SearchBackend):
     """Wraps a plain function `f(requests) -> list[list[Document]]` as a backend."""
 
