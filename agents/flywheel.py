@@ -55,6 +55,7 @@ from typing import Any, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.signals_config import SignalsConfig
+from agents.train_config import GRPOLossConfig
 from zerosearch_env.rewards import exact_match, f1_score, normalize_answer
 from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
 
@@ -66,7 +67,7 @@ PLOT_FILE = "flywheel.png"
 TABLE_FILE = "flywheel_table.txt"
 
 
-class FlywheelConfig(BaseModel):
+class FlywheelConfig(GRPOLossConfig):
     """Every hyperparameter of the flywheel (`zerosearch flywheel --config FILE` reads this model)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -120,12 +121,6 @@ class FlywheelConfig(BaseModel):
     train_steps_per_round: int = Field(2, ge=0)
     prompts_per_step: int = Field(4, ge=1, description="kept groups per GRPO step")
     learning_rate: float = Field(5e-5, gt=0)
-    loss_type: Literal["dapo", "grpo", "bnpo"] = "dapo"
-    epsilon_low: float = 0.2
-    epsilon_high: float = 0.2
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    micro_batch_size: int = Field(4, ge=1)
-    max_grad_norm: float = 1.0
     signals: SignalsConfig = Field(default_factory=SignalsConfig, description=(
         "collapse monitors (on), Brier term (needs calibration), SPRM/PCL as in zerosearch train"))
 

@@ -46,7 +46,19 @@ class WarmupConfig(BaseModel):
         "(only with trainable_layers set; checked against a full pass first)"))
 
 
-class GRPOConfigModel(BaseModel):
+class GRPOLossConfig(BaseModel):
+    """The GRPO loss and update settings (`agents.grpo.GRPOSettings`) that `zerosearch train` and
+    `zerosearch flywheel` both take; their config models inherit these fields."""
+
+    loss_type: Literal["dapo", "grpo", "bnpo"] = "dapo"
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    micro_batch_size: int = Field(4, ge=1)
+    max_grad_norm: float = 1.0
+
+
+class GRPOConfigModel(GRPOLossConfig):
     """GRPO on rollouts against the simulator."""
 
     model_config = ConfigDict(extra="forbid")
@@ -60,12 +72,6 @@ class GRPOConfigModel(BaseModel):
         "and every group scored 0 (no GRPO signal) in the measured tiny run"))
     max_new_tokens: int = Field(40, ge=4, description="tokens per agent turn")
     max_completion_tokens: int = Field(1024, ge=16, description="agent + env tokens per episode")
-    loss_type: Literal["dapo", "grpo", "bnpo"] = "dapo"
-    epsilon_low: float = 0.2
-    epsilon_high: float = 0.2
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    micro_batch_size: int = Field(4, ge=1)
-    max_grad_norm: float = 1.0
     format_reward_weight: float = Field(0.0, ge=0, description="weight of rewards.format_reward added to the env reward")
     hooks: list[str] = Field(default_factory=list, description=(
         "plug-ins 'module:function'; each function(config, model, tokenizer) returns a dict with optional "
