@@ -82,7 +82,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -126,6 +126,27 @@ def _check_str(name: str, value: Any, max_chars: int, allow_empty: bool = True) 
     return value
 
 
+def _coerce(cls, value: Any, what: str, noun: str, check_missing: bool = False):
+    """`value` if it is a `cls` (a dataclass) already, else `cls(**value)` from a mapping whose keys
+    are all fields of `cls`. `what` and `noun` name the value in the errors. `check_missing` raises
+    ValueError for missing required fields and lists the known ones; without it a missing field is
+    the TypeError of `cls(...)`."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a {cls.__name__} or a mapping, got {type(value).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = set(value) - known
+    if unknown:
+        listed = f"; known: {sorted(known)}" if check_missing else ""
+        raise ValueError(f"unknown {noun} fields {sorted(map(str, unknown))}{listed}")
+    if check_missing:
+        missing = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING} - set(value)
+        if missing:
+            raise ValueError(f"{noun} lacks fields {sorted(missing)}")
+    return cls(**value)
+
+
 @dataclass(frozen=True)
 class WriteBackCandidate:
     """What an answered episode proposes to write: `text` (and `title`, default the question)
@@ -156,18 +177,7 @@ class WriteBackCandidate:
     @classmethod
     def coerce(cls, value: "WriteBackCandidate | Mapping") -> "WriteBackCandidate":
         """A candidate, or a mapping with its fields (unknown keys are an error)."""
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, Mapping):
-            raise TypeError(f"a candidate must be a WriteBackCandidate or a mapping, got {type(value).__name__}")
-        known = {"question", "answer", "cited_ids", "text", "title"}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(f"unknown candidate fields {sorted(map(str, unknown))}; known: {sorted(known)}")
-        missing = {"question", "answer", "cited_ids", "text"} - set(value)
-        if missing:
-            raise ValueError(f"candidate lacks fields {sorted(missing)}")
-        return cls(**value)
+        return _coerce(cls, value, "a candidate", "candidate", check_missing=True)
 
     def to_dict(self) -> dict:
         return {"question": self.question, "answer": self.answer, "cited_ids": list(self.cited_ids),
@@ -190,14 +200,7 @@ class Provenance:
 
     @classmethod
     def coerce(cls, value: "Provenance | Mapping") -> "Provenance":
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, Mapping):
-            raise TypeError(f"provenance must be a Provenance or a mapping, got {type(value).__name__}")
-        unknown = set(value) - {"episode_id", "model_version", "round"}
-        if unknown:
-            raise ValueError(f"unknown provenance fields {sorted(map(str, unknown))}")
-        return cls(**value)
+        return _coerce(cls, value, "provenance", "provenance")
 
 
 @dataclass(frozen=True)
