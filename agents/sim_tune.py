@@ -115,7 +115,9 @@ class SimTuneConfig(BaseModel):
     max_length: int = Field(1024, ge=32, description="tokens per example (longer ones are cut at the end)")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 on CUDA with bf16 or a CPU with native bf16, else fp32")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = Field(None, description=(
+        "recompute activations in the backward pass (None: on when training on a CPU, off on CUDA; see "
+        "resolve_gradient_checkpointing for the measured memory)"))
     save_steps: int = Field(50, ge=1, description="a resumable checkpoint every this many steps")
     logging_steps: int = Field(5, ge=1)
     device: str = Field("auto", description="auto (CUDA when present) or cpu")
@@ -543,6 +545,32 @@ def _resolve_precision(precision: str, cuda: bool) -> bool:
     return cpu_supports_bf16()
 
 
+def resolve_gradient_checkpointing(config: SimTuneConfig, cuda: bool) -> bool:
+    """Whether to train with gradient (activation) checkpointing: `config.gradient_checkpointing`
+    when set, else on for a CPU run and off on CUDA.
+
+    Why on by default on a CPU (issue 14: the 135M model must stay under 8 GB; SmolLM2-135M, full
+    fine-tune, bf16 autocast, batch 4, sdpa attention, OMP_NUM_THREADS=1, world 0's 248 examples of
+    295-706 tokens; peak RSS from getrusage, one fresh process each, 2 Dec 2026):
+
+    - one step on the 4 shortest examples 3.01 GB, on the 4 longest 4.89 GB (eager attention 8.19 GB;
+      the model loads with sdpa); with checkpointing, the 4 longest 3.01 GB;
+    - over the run the resting RSS grows (glibc keeps freed activation memory in its heap): the first
+      12 steps of the real run peaked at 6.56 GB without checkpointing (resting 3.6 -> 5.8 GB),
+      4.39 GB with it (2.5 -> 3.6 GB), in about the same time (224 s vs 220 s); the whole 62-step run
+      peaked at 9.01 GB without it (623 s), 5.87 GB with it (1063 s on the CPU shared with another
+      training run; resting 2.5 -> 5.2 GB, still creeping, so much longer runs have less margin);
+    - saving a checkpoint (optimizer state) did not raise the peak; malloc_trim after each step took
+      the 12-step peak only to 6.06 GB; MALLOC_MMAP_THRESHOLD_=1048576 (big tensors mmapped, so
+      returned when freed) kept the resting RSS flat at ~2.2 GB: 12-step peak 5.38 GB alone, 3.08 GB
+      with checkpointing (that one took 322 s, not made a default here).
+
+    On CUDA the activations are on the GPU, so the faster path stays the default there."""
+    if config.gradient_checkpointing is not None:
+        return config.gradient_checkpointing
+    return not cuda
+
+
 def _peak_rss_gb() -> float:
     import resource
 
@@ -573,6 +601,7 @@ def train_simulator(config: SimTuneConfig, examples: Sequence[dict], out: Path, 
         raise SimTuneError(f"model {source!r}: no such folder (give a transformers model folder)")
     cuda = torch.cuda.is_available() and config.device != "cpu"
     bf16 = _resolve_precision(config.precision, cuda)
+    checkpointing = resolve_gradient_checkpointing(config, cuda)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -591,7 +620,7 @@ def train_simulator(config: SimTuneConfig, examples: Sequence[dict], out: Path, 
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, warmup_steps=config.warmup,
         lr_scheduler_type=config.lr_scheduler, max_length=config.max_length, completion_only_loss=True,
-        packing=False, bf16=bf16, use_cpu=not cuda, activation_checkpointing=config.gradient_checkpointing,
+        packing=False, bf16=bf16, use_cpu=not cuda, activation_checkpointing=checkpointing,
         logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps, save_total_limit=2,
         report_to=[], seed=config.seed, data_seed=config.seed, disable_tqdm=not progress,
         dataloader_num_workers=0, shuffle_dataset=True,
@@ -616,6 +645,8 @@ def train_simulator(config: SimTuneConfig, examples: Sequence[dict], out: Path, 
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - t0
     trained = trainer.model
+    base = trained.get_base_model() if hasattr(trained, "get_base_model") else trained
+    checkpointed = bool(base.is_activation_checkpointing)  # what the trained model ran with
     if config.lora:
         trained = trained.merge_and_unload()
     model_dir = out / "model"
@@ -631,6 +662,7 @@ def train_simulator(config: SimTuneConfig, examples: Sequence[dict], out: Path, 
     plot_loss(metrics_path, out / "loss.png")
     return {"steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
             "train_seconds": seconds, "resumed_from": resume_from, "bf16": bf16, "lora": config.lora,
+            "gradient_checkpointing": checkpointed,
             "device": "cuda" if cuda else "cpu", "peak_rss_gb": _peak_rss_gb(), "model_dir": str(model_dir)}
 
 

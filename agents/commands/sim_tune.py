@@ -82,7 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--lr", type=float, default=None, help=f"learning rate (default {d.learning_rate:g}; 2e-4 with --lora)")
     train.add_argument("--max-length", type=int, default=d.max_length, help="tokens per example")
     train.add_argument("--precision", default=d.precision, choices=("auto", "bf16", "fp32"))
-    train.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
+    train.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                       help="recompute activations in the backward pass (default: on for a CPU run, where it keeps "
+                            "the 135M model under 8 GB at about the same speed; off on CUDA)")
     train.add_argument("--save-steps", type=int, default=d.save_steps)
     train.add_argument("--device", default=d.device, choices=("auto", "cpu"))
     parser.add_argument("--seed", type=int, default=d.seed)
