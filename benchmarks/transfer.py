@@ -1,10 +1,13 @@
 """Sim-to-real transfer: GRPO from the same warm-up model, with the same budget and seeds, against
 (a) the grounded simulator with the noise curriculum, (b) the answer-hinted simulator (the old
-behaviour, `knowledge: oracle`), (c) BM25 itself; each policy, and the warm-up model, evaluated
+behaviour, `knowledge: oracle`), (c) BM25 itself, and, given `--tuned-model DIR` (a `zerosearch
+sim-tune` output), (d) `tuned`: the grounded simulator with that model as its engine (issue 14: tuned
+against untuned = `tuned` against `grounded`); each policy, and the warm-up model, evaluated
 greedily with BM25 on the same held-out questions.
 
     python benchmarks/transfer.py runs/transfer --steps 24 --n 300
     python benchmarks/transfer.py runs/transfer --no-run          # tabulate what is there
+    python benchmarks/transfer.py runs/transfer --arms grounded,tuned --tuned-model runs/sim-tune/model
 
 The warm-up is trained once (`zerosearch train --max-steps 0`, the tiny preset's oracle warm-up) unless
 `--warmup-model DIR` names one. Each arm is a `zerosearch train` run into OUT/<arm> from that model
@@ -35,23 +38,30 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 MULTI_HOP = ("bridge", "comparison")
 
 
-def arm_overrides(arm: str) -> dict:
+ARMS = ("grounded", "oracle", "bm25", "tuned")
+
+
+def arm_overrides(arm: str, tuned_model: str | None = None) -> dict:
     """Config sections that make arm `arm` of the experiment (on top of the base config)."""
+    if arm == "tuned":
+        if not tuned_model:
+            raise ValueError("the tuned arm needs --tuned-model DIR (a `zerosearch sim-tune` model folder)")
+        return {"env": {"backend": "simulator"}, "simulator": {"knowledge": "world", "model": str(tuned_model)}}
     if arm == "grounded":
         return {"env": {"backend": "simulator"}, "simulator": {"knowledge": "world"}}
     if arm == "oracle":
         return {"env": {"backend": "simulator"}, "simulator": {"knowledge": "oracle"}}
     if arm == "bm25":
         return {"env": {"backend": "bm25"}}
-    raise ValueError(f"unknown arm {arm!r}; choose grounded, oracle or bm25")
+    raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
 
 
-def arm_config(base: dict, arm: str, steps: int, warmup_model: str) -> dict:
+def arm_config(base: dict, arm: str, steps: int, warmup_model: str, tuned_model: str | None = None) -> dict:
     """The TrainConfig mapping of one arm: the base config, GRPO for `steps` steps from the warm-up
     model (no second warm-up), the curriculum spanning those steps, the arm's backend."""
     from agents.train_config import merge_config
 
-    cfg = merge_config(base, arm_overrides(arm))
+    cfg = merge_config(base, arm_overrides(arm, tuned_model))
     cfg = merge_config(cfg, {"model": warmup_model, "warmup": {"enabled": False}, "grpo": {"steps": steps}})
     curriculum = dict(cfg.get("curriculum") or {})
     if "total_steps" in curriculum:
@@ -113,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="experiment folder (arms, evaluations, table)")
     ap.add_argument("--steps", type=int, default=24, help="GRPO steps of every arm (the same budget)")
     ap.add_argument("--n", type=int, default=300, help="held-out test questions, the same seeded sample for all")
-    ap.add_argument("--arms", default="grounded,oracle,bm25", help="comma-separated subset of grounded, oracle, bm25")
+    ap.add_argument("--arms", default="grounded,oracle,bm25", help=f"comma-separated subset of {', '.join(ARMS)}")
+    ap.add_argument("--tuned-model", default=None, help="the simulator model of the tuned arm (a sim-tune output)")
     ap.add_argument("--config", default=None, help="base TrainConfig file (default: the tiny preset)")
     ap.add_argument("--warmup-model", default=None, help="start every arm from this model (default: train the warm-up)")
     ap.add_argument("--num-envs", type=int, default=50, help="episodes side by side in the evaluations")
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
         for arm in arms:
-            arm_overrides(arm)
+            arm_overrides(arm, args.tuned_model)
         base_cfg = TrainConfig.load(args.config) if args.config else preset("tiny")
     except (OSError, ValueError) as e:
         print(f"transfer: {e}", file=sys.stderr)
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     for arm in arms:
         run_dir = out / arm
         cfg_path = out / f"{arm}_config.json"
-        cfg_path.write_text(json.dumps(arm_config(base, arm, args.steps, warmup)), encoding="utf-8")
+        cfg_path.write_text(json.dumps(arm_config(base, arm, args.steps, warmup, args.tuned_model)), encoding="utf-8")
         state = run_dir / "checkpoint" / "trainer_state.json"
         done = state.exists() and json.loads(state.read_text(encoding="utf-8")).get("grpo_step", 0) >= args.steps
         if not done and not args.no_run:
@@ -179,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             records[name] = json.loads(path.read_text(encoding="utf-8"))["records"]
     cells = {name: figures(r) for name, r in records.items()}
     pairs = paired(records, [("oracle", "grounded"), ("bm25", "grounded"), ("warmup", "grounded"),
-                             ("warmup", "oracle"), ("warmup", "bm25")])
+                             ("warmup", "oracle"), ("warmup", "bm25"),
+                             ("grounded", "tuned"), ("warmup", "tuned")])
     text = table(cells, pairs, minutes)
     print(text)
     result = {"steps": args.steps, "n": args.n, "arms": arms, "cells": cells, "paired": pairs,

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+
+from tests.train_helpers import load_benchmark
 
 pytestmark = pytest.mark.slow
 
 
-def _module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "grpo_signal.py"
-    spec = importlib.util.spec_from_file_location("grpo_signal_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_counts_one_group_per_question_by_kind(tiny_model_dir, capsys):
-    rc = _module().main([str(tiny_model_dir), "--per-kind", "1", "--group-size", "2", "--chunk", "3",
-                         "--temperatures", "1.0"])
+    rc = load_benchmark("grpo_signal").main([str(tiny_model_dir), "--per-kind", "1", "--group-size", "2",
+                                             "--chunk", "3", "--temperatures", "1.0"])
     assert rc == 0
     out = capsys.readouterr().out
     result = json.loads(out.strip().splitlines()[-1])

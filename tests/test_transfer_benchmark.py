@@ -3,27 +3,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.train_helpers import write_cli_config
+from tests.train_helpers import load_benchmark, write_cli_config
 
 pytestmark = pytest.mark.slow
 
 
-def _transfer_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer.py"
-    spec = importlib.util.spec_from_file_location("transfer_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_arm_configs_differ_only_in_the_backend_and_start_from_the_warmup():
-    transfer = _transfer_module()
+    transfer = load_benchmark("transfer")
     from agents.train_config import TrainConfig, preset
 
     base = json.loads(preset("tiny").model_dump_json())
@@ -36,10 +26,16 @@ def test_arm_configs_differ_only_in_the_backend_and_start_from_the_warmup():
         assert c.seed == base["seed"] and c.grpo.learning_rate == base["grpo"]["learning_rate"]
     with pytest.raises(ValueError, match="unknown arm"):
         transfer.arm_overrides("google")
+    # the tuned arm (issue 14): the grounded arm with the sim-tune model as the simulator's engine
+    tuned = TrainConfig.model_validate(transfer.arm_config(base, "tuned", 12, "/w", tuned_model="/sim"))
+    assert tuned.simulator["model"] == "/sim" and tuned.simulator["knowledge"] == "world"
+    assert tuned.model_dump(exclude={"simulator"}) == cfgs["grounded"].model_dump(exclude={"simulator"})
+    with pytest.raises(ValueError, match="--tuned-model"):
+        transfer.arm_overrides("tuned")
 
 
 def test_transfer_runs_every_arm_from_one_warmup_and_pairs_them(tmp_path, capsys):
-    transfer = _transfer_module()
+    transfer = load_benchmark("transfer")
     cfg_path = write_cli_config(tmp_path, env={"max_turns": 3},
                                 warmup={"num_tasks": 4, "batch_size": 4, "epochs": 1})
     cfg = json.loads(cfg_path.read_text())

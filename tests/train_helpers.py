@@ -5,6 +5,8 @@ backend. Everything here is built in a second on CPU."""
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import torch
 
@@ -94,3 +96,12 @@ def write_cli_config(tmp_path, env: dict | None = None, **sections):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
     return path
+
+
+def load_benchmark(name: str):
+    """The module of `benchmarks/<name>.py` (benchmarks are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
