@@ -189,7 +189,7 @@ def build_backend(spec: BackendSpec, config, documents=None, simulator_options: 
         opts = dict(simulator_options or {})
         knowledge = knowledge_option(config, opts.pop("knowledge", None))
         engine = make_engine(opts.pop("engine", "transformers"), opts)
-        known = {"words_per_doc", "max_regenerations", "gate", "repair", "seed", "prompt_style"}
+        known = {"words_per_doc", "max_regenerations", "gate", "repair", "seed", "prompt_style", "fallback_unit"}
         kwargs = {k: opts[k] for k in known if k in opts}
         kwargs.setdefault("seed", config.world_seed)
         return SimulatedSearch(engine, curriculum=_constant_curriculum(float(spec.noise)),

@@ -23,7 +23,8 @@ episodes). `measure(probes, backends, reference=...)` sends every probe to every
 - consistency_per_100_docs (and _useful_docs): documents with a claim that contradicts the world
   (`simulator.consistency.contradictions` against the world's knowledge for the query) per 100;
   on the real backend this is the check's false-positive floor.
-- fallback_share, engine_failure_share: from the simulator's `stats()` (None for real search).
+- fallback_share, partial_share, engine_failure_share: from the simulator's `stats()` (None for real
+  search); partial_share: results the per-document fallback mixed (`fallback_unit="document"`).
 - doc_words (mean words per document), distinct_1 / distinct_2 (distinct n-grams / all n-grams over
   the backend's documents), overlap_with_reference (mean token Jaccard between a probe's documents
   and the reference backend's documents for the same probe).
@@ -31,9 +32,9 @@ episodes). `measure(probes, backends, reference=...)` sends every probe to every
   (`discriminator_auroc`), trained on the documents of half the questions and evaluated on the
   other half (then the halves swapped; the mean), telling this backend's documents from the
   reference's by text alone. 0.5: indistinguishable; 1.0: always told apart.
-  `discriminator_auroc_own_text`: the same with this backend's documents limited to results the
-  engine wrote itself (not the gate's fallback), so it tells what a tuned model changed even where
-  the fallback answers many probes.
+  `discriminator_auroc_own_text`: the same with this backend's documents limited to those the
+  engine wrote itself (not the gate's fallback documents), so it tells what a tuned model changed
+  even where the fallback answers many probes.
 
 The world-dependent figures (leak rate, consistency) need the built-in world's knowledge
 (`WorldKnowledge`); with another data set they are None.
@@ -336,7 +337,8 @@ def measure(probes: Sequence[Probe], backends: dict[str, SearchBackend], referen
             "first_hop_leak_rate": leak,
             "needed_in_useful_results": _mean(needed), "needed_in_useful_results_n": len(needed),
             "consistency_per_100_docs": consistency, "consistency_per_100_useful_docs": consistency_useful,
-            "fallback_share": stats.get("fallback_share"), "engine_failure_share": stats.get("engine_failure_share"),
+            "fallback_share": stats.get("fallback_share"), "partial_share": stats.get("partial_share"),
+            "engine_failure_share": stats.get("engine_failure_share"),
             "doc_words": _mean(len(t.split()) for t in texts),
             "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
             "overlap_with_reference": None if is_ref else _mean(jaccard(a, b) for a, b in zip(docs, ref_docs)),
@@ -345,7 +347,7 @@ def measure(probes: Sequence[Probe], backends: dict[str, SearchBackend], referen
                 [(p.task.id, f"{d.title} {d.text}") for p, ds in zip(probes, ref_docs) for d in ds], seed=seed),
             "discriminator_auroc_own_text": None if is_ref else discriminator_auroc(
                 [(p.task.id, f"{d.title} {d.text}") for p, ds, info in zip(probes, docs, infos)
-                 if not info.get("fallback") for d in ds],
+                 for d in ds[:info.get("own_documents", 0 if info.get("fallback") else len(ds))]],
                 [(p.task.id, f"{d.title} {d.text}") for p, ds in zip(probes, ref_docs) for d in ds], seed=seed),
             "simulator_stats": {k: v for k, v in stats.items() if isinstance(v, (int, float, str)) or v is None}
             if "fallback_share" in stats else None,
@@ -384,6 +386,7 @@ _FIGURES = [("first-hop ans", lambda r: r["answer_in_results"].get("first_hop"))
             ("contradictions/100 docs", lambda r: r["consistency_per_100_docs"]),
             ("contradictions/100 useful", lambda r: r["consistency_per_100_useful_docs"]),
             ("fallback share", lambda r: r["fallback_share"]),
+            ("partial-fallback share", lambda r: r.get("partial_share")),
             ("engine-failure share", lambda r: r["engine_failure_share"]),
             ("words/doc", lambda r: r["doc_words"]),
             ("distinct-1", lambda r: r["distinct_1"]), ("distinct-2", lambda r: r["distinct_2"]),

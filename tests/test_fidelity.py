@@ -136,6 +136,20 @@ def test_fidelity_command_tiny_simulator_vs_bm25(tiny_model_dir, world, tmp_path
     assert sim0["consistency_per_100_docs"] == 0.0  # the fallback states the world's own facts
 
 
+
+def test_fidelity_per_document_fallback_is_wired_through(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "fid"
+    rc = main(["fidelity", "--model", str(tiny_model_dir), "--noise", "0", "--n", "4", "--kinds", "bridge",
+               "--words-per-doc", "4", "--max-regenerations", "0", "--fallback-unit", "document",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0 and "partial-fallback share" in capsys.readouterr().out
+    report = json.loads((out / "fidelity.json").read_text())
+    assert report["settings"]["fallback_unit"] == "document"
+    sim0 = next(r for r in report["rows"] if r["backend"] == "sim p=0")
+    stats = sim0["simulator_stats"]
+    assert stats["fallbacks"] + stats["partial_fallbacks"] + stats["useful_first_pass"] == stats["requests"]
+    assert sim0["partial_share"] == stats["partial_fallbacks"] / stats["requests"]
+
 @pytest.mark.parametrize("argv, message", [
     (["--noise", "2"], "--noise"), (["--noise", "a,b"], "--noise"), (["--noise", "0,0"], "distinct"),
     (["--real", "sim:0"], "one real backend"), (["--real", "bm25,dense"], "one real backend"),

@@ -155,7 +155,7 @@ def test_one_engine_call_per_search_and_prompts_by_mode():
         assert r.query in prompt and "Who?" in prompt and "33 words" in prompt
         assert ("Zed" in prompt) == (info["mode"] == USEFUL)  # the gold answer only in useful prompts
         assert info == {"mode": info["mode"], "p_noisy": 0.5, "knowledge": "answer_hint", "gate": "pass",
-                        "attempts": 1, "fallback": False, "reason": None, "engine_failure": False}
+                        "attempts": 1, "fallback": False, "own_documents": 2, "reason": None, "engine_failure": False}
     for d, info in zip(docs, infos):
         assert len(d) == 2 and contains_answer(d, ["Zed"]) == (info["mode"] == USEFUL)
     s = sim.stats()
@@ -204,8 +204,8 @@ def test_oracle_gate_repairs_useful_and_noisy_after_r_regenerations():
         sim = SimulatedSearch(eng, curriculum=Fixed(p), max_regenerations=2, max_doc_chars=60, knowledge="oracle")
         (docs,), (info,) = sim.search_with_info([SearchRequest("who", top_k=2, question="Who did it?", answers=("Zed", "Mr Zed"))])
         assert len(eng.calls) == 3 and info == {"mode": mode, "p_noisy": p, "knowledge": "oracle", "gate": "repaired",
-                                                "attempts": 3, "fallback": False, "reason": "answer",
-                                                "engine_failure": False}
+                                                "attempts": 3, "fallback": False, "own_documents": 2,
+                                                "reason": "answer", "engine_failure": False}
         assert len(docs) == 2
         if mode == USEFUL:
             assert docs[0].text.startswith('The answer to "Who did it" is Zed.') and contains_answer(docs, ["Zed"])

@@ -385,3 +385,35 @@ def test_support_rejects_every_hand_labelled_error_of_the_small_simulator(wk):
 def test_support_of_single_claims(wk, text, ok):
     kn = wk.lookup(SearchRequest("Diastant Academy", top_k=3))
     assert (unsupported([text], kn) == []) is ok, unsupported([text], kn)
+
+
+def test_document_fallback_keeps_the_engine_documents_that_pass_alone(world, wk, bridge):
+    t = next(t for t in bridge if t.template == "person_birth_country")
+    person = t.supporting_titles[0]
+    born = next(f.object for f in wk.lookup(request(t, person)).facts if f.relation == "born_in" and f.subject == person)
+    req = request(t, f"{person} {born}")  # two articles: the person's and the birthplace's
+    kn = wk.lookup(req)
+    wrong = next(e.name for e in world.entities if e.type == "city" and e.name != born)
+    text = (f"Doc 1 (Title: {person}) {person} was born in {born}.\n"
+            f"Doc 2 (Title: {wrong}) {person} was born in {wrong}.")
+    by_result = SimulatedSearch(CannedEngine(lambda *a: text), curriculum=Fixed(0.0), knowledge=wk, max_regenerations=0)
+    (whole,), (info,) = by_result.search_with_info([req])
+    assert (info["gate"], info["reason"], info["own_documents"]) == ("fallback", "consistency", 0)
+    by_doc = SimulatedSearch(CannedEngine(lambda *a: text), curriculum=Fixed(0.0), knowledge=wk, max_regenerations=0,
+                             fallback_unit="document")
+    assert by_doc.identity() != by_result.identity()  # a cache filled under one unit is not reused by the other
+    (docs,), (info,) = by_doc.search_with_info([req])
+    assert (info["gate"], info["reason"], info["fallback"], info["own_documents"]) == ("partial", "consistency", True, 1)
+    assert docs[0].text == f"{person} was born in {born}."  # the engine's passing document, first
+    assert wrong not in " ".join(d.text for d in docs) and not any(contradictions(d.text, kn) for d in docs)
+    fill = [d.title for d in whole if d.title != person][:2]  # the fallback's other articles fill the rest
+    assert [d.title for d in docs[1:]] == fill and born in fill
+    s = by_doc.stats()
+    assert (s["partial_fallbacks"], s["kept_documents"], s["fallbacks"], s["partial_share"]) == (1, 1, 0, 1.0)
+    # no document passes alone: the whole result falls back, as with the result unit
+    bad = SimulatedSearch(CannedEngine(lambda *a: f"Doc 1 (Title: {person}) {person} was born in {wrong}."),
+                          curriculum=Fixed(0.0), knowledge=wk, max_regenerations=0, fallback_unit="document")
+    (docs,), (info,) = bad.search_with_info([req])
+    assert info["gate"] == "fallback" and info["own_documents"] == 0 and [d.title for d in docs] == [d.title for d in whole]
+    with pytest.raises(ValueError, match="fallback_unit"):
+        SimulatedSearch(CannedEngine(lambda *a: text), knowledge=wk, fallback_unit="sentence")

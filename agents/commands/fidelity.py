@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--words-per-doc", type=int, default=20,
                         help="document length asked of the simulator (the world's articles have ~32 words)")
     parser.add_argument("--max-regenerations", type=int, default=1, help="gate regeneration rounds")
+    parser.add_argument("--fallback-unit", default="result", choices=("result", "document"),
+                        help="what a result failing the gate loses to the knowledge fallback: all its documents "
+                             "(result) or only those failing a per-document check (document)")
     parser.add_argument("--dataset", default="world", help="'world' or a FlashRAG JSONL / Search-R1 parquet file")
     parser.add_argument("--corpus", default=None, help="corpus file for bm25/dense when --dataset is a file")
     parser.add_argument("--split", default="test", choices=("train", "test", "all"))
@@ -200,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e))
 
     extra = {"prompt_style": args.prompt_style} if args.prompt_style else {}
+    if args.fallback_unit != "result":
+        extra["fallback_unit"] = args.fallback_unit
     sim_opts = simulator_cli_options(args.engine, args.words_per_doc, args.knowledge, args.model, args.base_url,
                                  args.device, max_regenerations=args.max_regenerations, seed=args.seed, **extra)
     for name, folder in sim_models:

@@ -20,7 +20,9 @@ All requests of one `search()` call go to the engine in ONE `generate` call. The
 where the query reached it, never in noisy results), consistency with the world's facts, and
 relevance. Failing results are regenerated together (one more engine call per round, new sampling
 seed) up to `max_regenerations` times, then replaced by a fallback written from the knowledge's
-facts alone (`gate.fallback_documents`; no engine call) or, with `repair=False`, flagged. Engine
+facts alone (`gate.fallback_documents`; no engine call) or, with `repair=False`, flagged;
+`fallback_unit="document"` replaces only the documents that fail a per-document check and keeps
+the engine's others (`gate.mixed_documents`; gate "partial"). Engine
 failures (an exception, a timeout, None or empty text) count as failing results, are counted
 (`engine_failures`) and warned about above `engine_failure_warn` of the outputs; they never pass.
 
@@ -41,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from zerosearch_env.engines.base import LLMEngine, Message, SamplingParams
 from zerosearch_env.search.base import Document, SearchBackend, SearchRequest
 from zerosearch_env.search.knowledge import KNOWLEDGE_SOURCES, AnswerHintKnowledge, Knowledge, KnowledgeSource
-from zerosearch_env.search.simulator.gate import ENGINE_FAILURE, GATE_VERSION, check, fallback_documents, title_documents
+from zerosearch_env.search.simulator.gate import (ENGINE_FAILURE, GATE_VERSION, check, fallback_documents,
+                                                  mixed_documents, title_documents)
 from zerosearch_env.search.simulator.noise import NOISY, USEFUL, draw_mode, request_seed
 from zerosearch_env.search.simulator.oracle import _alias_tokens, gate_passes, repair
 from zerosearch_env.search.simulator.parsing import default_title, doc_id, parse_documents, parse_segments
@@ -73,13 +76,15 @@ class _Job:
     gate: str = "pending"
     reason: str | None = None  # the check the last attempt failed
     engine_failed: bool = False  # the last attempt's engine output was missing or empty
+    own: int | None = None  # how many leading documents the engine wrote (None: all of them)
 
 
 _COUNTERS = ("requests", "useful", "noisy", "useful_first_pass", "noisy_first_pass", "useful_gated", "noisy_gated",
              "ungated", "regenerations", "repairs", "flags", "engine_calls", "empty_results", "fallbacks",
              "engine_outputs", "engine_failures", "engine_failure_fallbacks", "failed_leak", "failed_consistency", "failed_unsupported",
              "failed_relevance", "failed_answer_missing", "failed_engine_failure", "failed_answer",
-             "failed_prompt_echo")
+             "failed_prompt_echo", "partial_fallbacks", "kept_documents")
+FALLBACK_UNITS = ("result", "document")
 
 
 class SimulatedSearch(SearchBackend):
@@ -112,11 +117,16 @@ class SimulatedSearch(SearchBackend):
             checkpoints were trained on; one user message, `Doc i:` output) or "zerosearch-prompt"
             (ZeroSearch's un-tuned one-shot style). The ZeroSearch styles ask for five documents of
             about 30 words (`words_per_doc` applies to "default" only); see `simulator.styles`.
+        fallback_unit: what a failing result loses to the knowledge fallback: "result" (all its
+            documents) or "document" (only those that fail a per-document check: leak, prompt
+            echo, consistency, support; the engine's passing documents stay first, the fallback
+            fills the rest, and the whole result falls back when the mix still fails the gate).
 
     Per-request info (`search_with_info`): mode, p_noisy, knowledge (the source's name), gate
-    ("pass", "fallback", "flagged", "ungated"; oracle: "repaired"), attempts, fallback (the
-    documents are the knowledge fallback), reason (the check the last attempt failed, or None),
-    engine_failure (the last attempt's engine output was missing). `stats()` counts them.
+    ("pass", "fallback", "partial", "flagged", "ungated"; oracle: "repaired"), attempts, fallback (some
+    or all documents are the knowledge fallback), own_documents (how many leading documents the
+    engine wrote), reason (the check the last attempt failed, or None), engine_failure (the last
+    attempt's engine output was missing). `stats()` counts them.
     """
 
     name = "simulator"
@@ -135,6 +145,7 @@ class SimulatedSearch(SearchBackend):
         knowledge: KnowledgeSource | str | None = None,
         engine_failure_warn: float = 0.2,
         prompt_style: str = DEFAULT_STYLE,
+        fallback_unit: str = "result",
     ):
         if not isinstance(engine, LLMEngine):
             raise TypeError(f"engine must be an LLMEngine, got {type(engine).__name__}")
@@ -165,6 +176,9 @@ class SimulatedSearch(SearchBackend):
         self.max_doc_chars = int(max_doc_chars)
         self.engine_failure_warn = float(engine_failure_warn)
         self.prompt_style = check_style(prompt_style)
+        if fallback_unit not in FALLBACK_UNITS:
+            raise ValueError(f"fallback_unit must be one of {', '.join(FALLBACK_UNITS)}, got {fallback_unit!r}")
+        self.fallback_unit = fallback_unit
         self._warned = False
         self._step = 0
         self._lock = threading.Lock()
@@ -191,14 +205,14 @@ class SimulatedSearch(SearchBackend):
         "world" for the built-in world, "answer_hint" for a loaded data set, see
         `knowledge_for_env`; "oracle" is the ablation), seed (default `config.world_seed`),
         words_per_doc, max_regenerations, gate, repair, temperature, top_p, max_new_tokens,
-        engine_failure_warn, prompt_style ("default" | "zerosearch-sft" | "zerosearch-prompt"), and
-        cache_dir (wrap the simulator in a `CachedSearch` there).
+        engine_failure_warn, prompt_style ("default" | "zerosearch-sft" | "zerosearch-prompt"),
+        fallback_unit ("result" | "document"), and cache_dir (wrap the simulator in a `CachedSearch` there).
         """
         opts = dict(config.backend_options)
         known = {"engine", "model", "base_urls", "api_key", "device", "dtype", "curriculum", "seed",
                  "words_per_doc", "max_regenerations", "gate", "repair", "temperature", "top_p",
                  "max_new_tokens", "cache_dir", "engine_options", "knowledge", "engine_failure_warn",
-                 "prompt_style"}
+                 "prompt_style", "fallback_unit"}
         unknown = set(opts) - known
         if unknown:
             raise ValueError(f"simulator: unknown backend_options {sorted(unknown)}; known: {sorted(known)}")
@@ -224,7 +238,7 @@ class SimulatedSearch(SearchBackend):
             max_regenerations=int(opts.get("max_regenerations", 2)), gate=bool(opts.get("gate", True)),
             repair=bool(opts.get("repair", True)), sampling=sampling, max_doc_chars=config.max_doc_chars,
             knowledge=knowledge, engine_failure_warn=float(opts.get("engine_failure_warn", 0.2)),
-            prompt_style=prompt_style,
+            prompt_style=prompt_style, fallback_unit=str(opts.get("fallback_unit", "result")),
         )
         if opts.get("cache_dir"):
             from zerosearch_env.search.cache import CachedSearch
@@ -241,7 +255,8 @@ class SimulatedSearch(SearchBackend):
         style = "" if self.prompt_style == DEFAULT_STYLE else f"|style={self.prompt_style}:{STYLE_VERSIONS[self.prompt_style]}"
         return (f"{self.name}|{version}|engine={engine}|words={self.words_per_doc}|seed={self.seed}"
                 f"|gate={int(self.gate)}:{GATE_VERSION}:{self.max_regenerations}:{int(self.repair)}|chars={self.max_doc_chars}"
-                f"|knowledge={knowledge}|sampling={self._params(3)!r}{style}")
+                f"|knowledge={knowledge}|sampling={self._params(3)!r}{style}"
+                + ("" if self.fallback_unit == "result" else f"|fallback={self.fallback_unit}"))
 
     def set_training_step(self, step: int) -> None:
         self._step = int(step)
@@ -349,7 +364,15 @@ class SimulatedSearch(SearchBackend):
                 job.gate = "repaired"
                 counts["repairs"] += 1
             else:
-                job.docs = fallback_documents(job.knowledge, job.mode, job.k, self.max_doc_chars)
+                mixed = (mixed_documents(job.docs, job.knowledge, job.mode, job.k, self.max_doc_chars)
+                         if self.fallback_unit == "document" and not job.engine_failed else None)
+                if mixed is not None:
+                    job.docs, job.own = mixed
+                    job.gate = "partial"
+                    counts["partial_fallbacks"] += 1
+                    counts["kept_documents"] += job.own
+                    continue
+                job.docs, job.own = fallback_documents(job.knowledge, job.mode, job.k, self.max_doc_chars), 0
                 job.gate = "fallback"
                 counts["fallbacks"] += 1
                 counts["engine_failure_fallbacks"] += job.engine_failed
@@ -367,7 +390,8 @@ class SimulatedSearch(SearchBackend):
             logger.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
         infos = [{"mode": j.mode, "p_noisy": j.p_noisy, "knowledge": self.knowledge_name, "gate": j.gate,
-                  "attempts": j.attempts, "fallback": j.gate == "fallback",
+                  "attempts": j.attempts, "fallback": j.gate in ("fallback", "partial"),
+                  "own_documents": len(j.docs) if j.own is None else j.own,
                   "reason": None if j.gate in ("pass", "ungated") else j.reason, "engine_failure": j.engine_failed}
                  for j in jobs]
         return [j.docs for j in jobs], infos
@@ -383,6 +407,7 @@ class SimulatedSearch(SearchBackend):
             gated = c[f"{mode}_gated"]
             c[f"{mode}_first_pass_rate"] = c[f"{mode}_first_pass"] / gated if gated else None
         c["fallback_share"] = c["fallbacks"] / c["requests"] if c["requests"] else None
+        c["partial_share"] = c["partial_fallbacks"] / c["requests"] if c["requests"] else None
         c["engine_failure_share"] = c["engine_failures"] / c["engine_outputs"] if c["engine_outputs"] else None
         c["knowledge"] = self.knowledge_name
         c["prompt_style"] = self.prompt_style

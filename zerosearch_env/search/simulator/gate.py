@@ -13,7 +13,8 @@
   document states it.
 
 A result that still fails after the regenerations is replaced by `fallback_documents`, written
-from the knowledge's facts alone (no engine call). Untitled documents, and documents titled with
+from the knowledge's facts alone (no engine call); with the simulator's `fallback_unit="document"`
+only its documents that fail a per-document check are (`passing_documents`, `mixed_documents`). Untitled documents, and documents titled with
 the query, are titled from the knowledge's articles (`title_documents`), never with the query.
 """
 
@@ -76,6 +77,38 @@ def check(docs: Sequence[Document], knowledge: Knowledge, mode: str) -> str | No
     if knowledge.reached_answer and knowledge.answers and not any(mentions(t, knowledge.answers) for t in texts):
         return ANSWER_MISSING
     return None
+
+
+def document_fails(doc: Document, knowledge: Knowledge, mode: str) -> bool:
+    """True when `doc` alone fails a check that concerns each document (leak, prompt echo,
+    consistency and, for useful results, support); relevance and the reached answer concern the
+    whole result and are left to `check`."""
+    text = _doc_text(doc)
+    if (mode == NOISY or knowledge.reached_answer is False) and mentions(text, knowledge.answers):
+        return True
+    if any(piece in text.lower() for piece in _PROMPT_PIECES) or contradictions(text, knowledge):
+        return True
+    return mode != NOISY and bool(unsupported([text], knowledge))
+
+
+def passing_documents(docs: Sequence[Document], knowledge: Knowledge, mode: str) -> list[Document]:
+    """The documents of a failing result that pass every per-document check, in their order."""
+    return [d for d in docs if not document_fails(d, knowledge, mode)]
+
+
+def mixed_documents(docs: Sequence[Document], knowledge: Knowledge, mode: str, k: int,
+                    max_doc_chars: int) -> tuple[list[Document], int] | None:
+    """The per-document fallback: the engine's documents that pass alone (first), then fallback
+    documents for the articles they leave out, at most `k`; (documents, how many the engine wrote).
+    None when no engine document passes or the mixed result still fails `check` (then the whole
+    result falls back)."""
+    kept = passing_documents(docs, knowledge, mode)[:k]
+    if not kept:
+        return None
+    titles = {tuple(name_tokens(d.title)) for d in kept}
+    fill = [d for d in fallback_documents(knowledge, mode, k, max_doc_chars) if tuple(name_tokens(d.title)) not in titles]
+    mixed = (kept + fill)[:k]
+    return (mixed, len(kept)) if check(mixed, knowledge, mode) is None else None
 
 
 def _same_text(a: str, b: str) -> bool:
