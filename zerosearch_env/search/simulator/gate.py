@@ -14,8 +14,9 @@
 
 A result that still fails after the regenerations is replaced by `fallback_documents`, written
 from the knowledge's facts alone (no engine call); with the simulator's `fallback_unit="document"`
-only its documents that fail a per-document check are (`passing_documents`, `mixed_documents`). Untitled documents, and documents titled with
-the query, are titled from the knowledge's articles (`title_documents`), never with the query.
+only its documents that fail a per-document check are (`mixed_documents`; the mix must still pass
+`check`, so it is held to the same gate). Untitled documents, and documents titled with the query,
+are titled from the knowledge's articles (`title_documents`), never with the query.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def mixed_documents(docs: Sequence[Document], knowledge: Knowledge, mode: str, k
     if not kept:
         return None
     titles = {tuple(name_tokens(d.title)) for d in kept}
-    fill = [d for d in fallback_documents(knowledge, mode, k, max_doc_chars) if tuple(name_tokens(d.title)) not in titles]
+    fill = [d for d in fallback_documents(knowledge, mode, k, max_doc_chars)
+            if tuple(name_tokens(d.title)) not in titles]
     mixed = (kept + fill)[:k]
     return (mixed, len(kept)) if check(mixed, knowledge, mode) is None else None
 
