@@ -136,7 +136,6 @@ def test_fidelity_command_tiny_simulator_vs_bm25(tiny_model_dir, world, tmp_path
     assert sim0["consistency_per_100_docs"] == 0.0  # the fallback states the world's own facts
 
 
-
 def test_fidelity_per_document_fallback_is_wired_through(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "fid"
     rc = main(["fidelity", "--model", str(tiny_model_dir), "--noise", "0", "--n", "4", "--kinds", "bridge",
@@ -149,6 +148,7 @@ def test_fidelity_per_document_fallback_is_wired_through(tiny_model_dir, tmp_pat
     stats = sim0["simulator_stats"]
     assert stats["fallbacks"] + stats["partial_fallbacks"] + stats["useful_first_pass"] == stats["requests"]
     assert sim0["partial_share"] == stats["partial_fallbacks"] / stats["requests"]
+
 
 @pytest.mark.parametrize("argv, message", [
     (["--noise", "2"], "--noise"), (["--noise", "a,b"], "--noise"), (["--noise", "0,0"], "distinct"),

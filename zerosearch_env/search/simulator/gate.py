@@ -56,16 +56,22 @@ def _doc_text(doc: Document) -> str:
     return f"{doc.title}\n{doc.text}"
 
 
+def _fails(reason: str, text: str, knowledge: Knowledge, mode: str) -> bool:
+    """Whether one document's text fails the check `reason` (`LEAK`, `ECHO` or `CONSISTENCY`)."""
+    if reason == LEAK:
+        return (mode == NOISY or knowledge.reached_answer is False) and mentions(text, knowledge.answers)
+    if reason == ECHO:
+        return any(piece in text.lower() for piece in _PROMPT_PIECES)
+    return bool(contradictions(text, knowledge))
+
+
 def check(docs: Sequence[Document], knowledge: Knowledge, mode: str) -> str | None:
     """The first check a result fails (`LEAK`, `ECHO`: a document copies the prompt, `CONSISTENCY`,
     `RELEVANCE`, `UNSUPPORTED`, `ANSWER_MISSING`), or None when it passes."""
     texts = [_doc_text(d) for d in docs]
-    if (mode == NOISY or knowledge.reached_answer is False) and any(mentions(t, knowledge.answers) for t in texts):
-        return LEAK
-    if any(piece in t.lower() for t in texts for piece in _PROMPT_PIECES):
-        return ECHO
-    if any(contradictions(t, knowledge) for t in texts):
-        return CONSISTENCY
+    for reason in (LEAK, ECHO, CONSISTENCY):
+        if any(_fails(reason, t, knowledge, mode) for t in texts):
+            return reason
     if mode == NOISY:
         return None
     if knowledge.entities or knowledge.answer_hint:
@@ -85,16 +91,9 @@ def document_fails(doc: Document, knowledge: Knowledge, mode: str) -> bool:
     consistency and, for useful results, support); relevance and the reached answer concern the
     whole result and are left to `check`."""
     text = _doc_text(doc)
-    if (mode == NOISY or knowledge.reached_answer is False) and mentions(text, knowledge.answers):
-        return True
-    if any(piece in text.lower() for piece in _PROMPT_PIECES) or contradictions(text, knowledge):
+    if any(_fails(reason, text, knowledge, mode) for reason in (LEAK, ECHO, CONSISTENCY)):
         return True
     return mode != NOISY and bool(unsupported([text], knowledge))
-
-
-def passing_documents(docs: Sequence[Document], knowledge: Knowledge, mode: str) -> list[Document]:
-    """The documents of a failing result that pass every per-document check, in their order."""
-    return [d for d in docs if not document_fails(d, knowledge, mode)]
 
 
 def mixed_documents(docs: Sequence[Document], knowledge: Knowledge, mode: str, k: int,
@@ -103,7 +102,7 @@ def mixed_documents(docs: Sequence[Document], knowledge: Knowledge, mode: str, k
     documents for the articles they leave out, at most `k`; (documents, how many the engine wrote).
     None when no engine document passes or the mixed result still fails `check` (then the whole
     result falls back)."""
-    kept = passing_documents(docs, knowledge, mode)[:k]
+    kept = [d for d in docs if not document_fails(d, knowledge, mode)][:k]
     if not kept:
         return None
     titles = {tuple(name_tokens(d.title)) for d in kept}
